@@ -1,7 +1,74 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqhub/mqhub/broker"
+)
 
 func newServeCmd() *cobra.Command {
-	return &cobra.Command{Use: "serve", Short: "run the hub"}
+	cfg := broker.Default()
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the hub: MQTT (TCP, TLS, WebSocket) and HTTP listeners",
+		Long: `Run one mqhub node.
+
+Every option can be given as a flag, as an environment variable
+(MQHUB_ and the flag name in upper case with _ for -, e.g.
+MQHUB_MAX_PACKET_SIZE=2MiB) or as a key of the YAML file named by --config
+(e.g. "max-packet-size: 2MiB"). Flags win over the environment, which wins
+over the file. Sizes take KiB/MiB/GiB, durations take s/m/h.
+
+Without --allow-anonymous every client must log in; until the user store
+exists, --allow-anonymous is the way in for development.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := broker.Resolve(cmd.Flags(), &cfg, os.Environ()); err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", indent(err))
+			}
+			return serve(cmd.Context(), cfg)
+		},
+	}
+	cfg.BindFlags(cmd.Flags())
+	cmd.Flags().SortFlags = false
+	return cmd
 }
+
+// serve runs the hub until SIGINT or SIGTERM, then shuts it down gracefully.
+func serve(ctx context.Context, cfg broker.Config) error {
+	log := broker.NewLogger(cfg, os.Stderr)
+	b, err := broker.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := b.Start(ctx); err != nil {
+		_ = b.Shutdown(context.Background())
+		return err
+	}
+	<-ctx.Done()
+	stop() // a second signal now kills the process the default way
+	log.Info().Msg("signal received")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return b.Shutdown(shutdownCtx)
+}
+
+// indented prints one problem per line under the heading.
+type indented struct{ err error }
+
+func indent(err error) error { return indented{err} }
+
+func (e indented) Error() string {
+	return "  - " + strings.ReplaceAll(e.err.Error(), "\n", "\n  - ")
+}
+
+func (e indented) Unwrap() error { return e.err }

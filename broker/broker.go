@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+
+	"github.com/mqhub/mqhub/hooks"
+)
+
+// Listener IDs, as they appear in logs.
+const (
+	ListenerTCP = "tcp"
+	ListenerTLS = "tls"
+	ListenerWS  = "ws"
+)
+
+// ErrClosed is returned by Start after Shutdown.
+var ErrClosed = errors.New("broker: shut down")
+
+// Broker is one mqhub node.
+type Broker struct {
+	cfg     Config
+	log     zerolog.Logger
+	sampled zerolog.Logger // for per-connection error paths a client can trigger at will
+	mochi   *mqtt.Server
+	hooks   []mqtt.Hook
+	metrics *metrics
+	wills   *willSender
+	conns   conns
+	ready   atomic.Bool
+
+	tcp, tls *streamListener
+	ws       *wsListener
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	httpDone chan struct{}
+	// httpServing is written by Start and read by Shutdown, which callers
+	// must not run concurrently with Start.
+	httpServing bool
+
+	startOnce, shutdownOnce sync.Once
+	shutdownErr             error
+	closed                  atomic.Bool
+}
+
+// New builds a node from cfg. Nothing listens until Start.
+func New(cfg Config, log zerolog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data-dir: %w", err)
+	}
+	b := &Broker{
+		cfg: cfg,
+		log: log.With().Str("component", "broker").Logger(),
+		sampled: log.With().Str("component", "broker").Logger().Sample(&zerolog.BurstSampler{
+			Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100},
+		}),
+		httpDone: make(chan struct{}),
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.MaximumSessionExpiryInterval = uint32(cfg.MaxSessionExpiry / time.Second)
+	caps.MaximumMessageExpiryInterval = int64(cfg.MaxMessageExpiry / time.Second)
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+	caps.ReceiveMaximum = uint16(cfg.ReceiveMaximum)
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+	caps.TopicAliasMaximum = uint16(cfg.TopicAliasMax)
+	b.mochi = mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  int(cfg.ReadBufferSize),
+		ClientNetWriteBufferSize: int(cfg.WriteBufferSize),
+		Logger:                   mochiLogger(log),
+	})
+	b.metrics = newMetrics(b.mochi)
+
+	access := hooks.NewAccess(hooks.AccessOptions{AllowAnonymous: cfg.AllowAnonymous, Logger: log})
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access} {
+		if err := b.mochi.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
+		}
+		b.hooks = append(b.hooks, h)
+	}
+	b.wills = newWillSender(b.mochi, func(cl *mqtt.Client, topic string) bool {
+		return access.OnACLCheck(cl, topic, true)
+	}, b.log)
+
+	// Every listener hands its connections to establish, not to mochi.
+	guard := func(id string, c net.Conn, _ listeners.EstablishFn) error { return b.establish(id, c) }
+	if cfg.MQTTAddr != "" {
+		b.tcp = newStreamListener(ListenerTCP, cfg.MQTTAddr, nil, guard, b.log)
+	}
+	if cfg.TLSEnabled() {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.tls = newStreamListener(ListenerTLS, cfg.TLSAddr, tc, guard, b.log)
+	}
+	if cfg.WSAddr != "" {
+		b.ws = newWSListener(ListenerWS, cfg.WSAddr, cfg.WSPath, nil, cfg.ConnectTimeout, guard, b.log)
+	}
+	if cfg.HTTPAddr != "" {
+		b.httpSrv = &http.Server{Handler: b.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return b, nil
+}
+
+// Start binds every configured listener and starts serving. If any address
+// cannot be bound, nothing is left listening and the error names them all.
+func (b *Broker) Start(ctx context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	var err error
+	b.startOnce.Do(func() { err = b.start() })
+	return err
+}
+
+func (b *Broker) start() error {
+	var errs []error
+	for _, l := range b.mqttListeners() {
+		if err := b.mochi.AddListener(l); err != nil {
+			errs = append(errs, fmt.Errorf("listen %s on %s: %w", l.ID(), l.Address(), err))
+		}
+	}
+	if b.httpSrv != nil {
+		ln, err := net.Listen("tcp", b.cfg.HTTPAddr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen http on %s: %w", b.cfg.HTTPAddr, err))
+		}
+		b.httpLn = ln
+	}
+	if len(errs) == 0 {
+		if err := b.mochi.Serve(); err != nil {
+			errs = append(errs, fmt.Errorf("start mqtt server: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.closeListeners()
+		if b.httpLn != nil {
+			_ = b.httpLn.Close()
+			b.httpLn = nil
+		}
+		return err
+	}
+	if b.httpLn != nil {
+		b.httpServing = true
+		go b.serveHTTP(b.httpLn)
+	}
+	b.ready.Store(true)
+	b.log.Info().
+		Str("mqtt", b.MQTTAddr()).Str("tls", b.TLSAddr()).Str("ws", b.WSAddr()).Str("http", b.HTTPAddr()).
+		Str("data_dir", b.cfg.DataDir).Bool("allow_anonymous", b.cfg.AllowAnonymous).
+		Msg("mqhub serving")
+	return nil
+}
+
+// Shutdown stops the node gracefully: it stops accepting connections, sends
+// DISCONNECT "server shutting down" (0x8B) to MQTT 5 clients and closes the
+// others, waits for connections to end (closing any left when ctx ends),
+// then stops the hooks (which flush storage) and the HTTP endpoints. It is
+// safe to call more than once; later calls return the first result.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.shutdownOnce.Do(func() {
+		b.closed.Store(true)
+		b.shutdownErr = b.shutdown(ctx)
+	})
+	return b.shutdownErr
+}
+
+func (b *Broker) shutdown(ctx context.Context) error {
+	b.ready.Store(false)
+	b.log.Info().Msg("shutting down")
+	b.closeListeners()
+	for _, cl := range b.mochi.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = b.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		} else {
+			cl.Stop(packets.ErrServerShuttingDown) // 3.1.1 has no server DISCONNECT
+		}
+	}
+	var errs []error
+	drained := make(chan struct{})
+	go func() { b.conns.wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("connections still open at the shutdown deadline, closed them: %w", ctx.Err()))
+		b.conns.closeAll()
+		<-drained // reads now fail at once
+	}
+	b.wills.stop()
+	if err := b.mochi.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if b.httpServing {
+		if err := b.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			_ = b.httpSrv.Close()
+		}
+		<-b.httpDone
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		b.log.Warn().Err(err).Msg("shutdown finished with errors")
+	} else {
+		b.log.Info().Msg("shutdown complete")
+	}
+	return err
+}
+
+// closeListeners stops accepting on every MQTT listener.
+func (b *Broker) closeListeners() {
+	noClients := func(string) {}
+	for _, l := range b.mqttListeners() {
+		l.Close(noClients)
+	}
+}
+
+func (b *Broker) mqttListeners() []listeners.Listener {
+	var ls []listeners.Listener
+	if b.tcp != nil {
+		ls = append(ls, b.tcp)
+	}
+	if b.tls != nil {
+		ls = append(ls, b.tls)
+	}
+	if b.ws != nil {
+		ls = append(ls, b.ws)
+	}
+	return ls
+}
+
+// MQTTAddr is the bound TCP address, or "" when disabled.
+func (b *Broker) MQTTAddr() string {
+	if b.tcp == nil {
+		return ""
+	}
+	return b.tcp.Address()
+}
+
+// TLSAddr is the bound TLS address, or "" when disabled.
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
+
+// WSAddr is the bound WebSocket address, or "" when disabled.
+func (b *Broker) WSAddr() string {
+	if b.ws == nil {
+		return ""
+	}
+	return b.ws.Address()
+}
+
+// HTTPAddr is the bound HTTP address, or "" when disabled.
+func (b *Broker) HTTPAddr() string {
+	if b.httpLn == nil {
+		return ""
+	}
+	return b.httpLn.Addr().String()
+}
+
+// Config returns the configuration the node runs with.
+func (b *Broker) Config() Config { return b.cfg }
+
+// DecoderPanics counts connections closed because a packet crashed the
+// decoder since start.
+func (b *Broker) DecoderPanics() int64 { return b.metrics.panics.Load() }

@@ -1,0 +1,195 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// TLS client-certificate modes accepted by Config.TLSClientAuth.
+const (
+	ClientAuthNone     = "none"     // no client certificate asked for
+	ClientAuthOptional = "optional" // verified against the CA when the client sends one
+	ClientAuthRequire  = "require"  // the handshake fails without a valid client certificate
+)
+
+// Log formats accepted by Config.LogFormat.
+const (
+	LogFormatConsole = "console"
+	LogFormatJSON    = "json"
+)
+
+// Config is everything a hub needs to start. The command line, the
+// environment and the YAML file all fill this one struct (see options.go);
+// Default gives the values a newcomer gets.
+type Config struct {
+	DataDir string // where the node keeps its data
+
+	MQTTAddr string // plain MQTT over TCP; empty disables
+	WSAddr   string // MQTT over WebSocket; empty disables
+	WSPath   string // HTTP path of the WebSocket endpoint
+	TLSAddr  string // MQTT over TLS; used only when TLSCert and TLSKey are set
+	HTTPAddr string // health, readiness and metrics; empty disables
+
+	TLSCert       string // PEM certificate chain for the TLS and (if set) WebSocket listeners
+	TLSKey        string // PEM private key matching TLSCert
+	TLSClientCA   string // PEM CA bundle used to verify client certificates
+	TLSClientAuth string // none, optional or require
+
+	AllowAnonymous bool // let clients in without credentials (development only)
+
+	LogLevel  string // trace, debug, info, warn, error
+	LogFormat string // console or json
+
+	ConnectTimeout   time.Duration // a connection must send CONNECT within this time
+	MaxPacketSize    ByteSize      // largest packet accepted, checked before allocation
+	MaxClients       int           // connected clients at once
+	MaxSessionExpiry time.Duration // cap on the session expiry a client may ask for
+	MaxMessageExpiry time.Duration // cap on message expiry, and the expiry of messages without one
+	ReceiveMaximum   int           // QoS 1/2 messages a v5 client may have unacknowledged towards us
+	MaxInflight      int           // QoS 1/2 messages in flight towards one client
+	MaxPendingWrites int           // packets queued for one client's writer before QoS 0 is dropped
+	ReadBufferSize   ByteSize      // per-connection read buffer
+	WriteBufferSize  ByteSize      // per-connection write batching threshold
+	TopicAliasMax    int           // topic aliases a v5 client may use
+	ShutdownTimeout  time.Duration // how long a graceful shutdown waits for clients and storage
+}
+
+// Default returns the configuration used when nothing else is given.
+func Default() Config {
+	return Config{
+		DataDir:          "./data",
+		MQTTAddr:         ":1883",
+		WSAddr:           ":8083",
+		WSPath:           "/mqtt",
+		TLSAddr:          ":8883",
+		HTTPAddr:         ":8080",
+		TLSClientAuth:    ClientAuthNone,
+		LogLevel:         "info",
+		LogFormat:        LogFormatConsole,
+		ConnectTimeout:   10 * time.Second,
+		MaxPacketSize:    1 * MiB,
+		MaxClients:       100_000,
+		MaxSessionExpiry: 7 * 24 * time.Hour,
+		MaxMessageExpiry: 7 * 24 * time.Hour,
+		ReceiveMaximum:   1024,
+		MaxInflight:      8192,
+		MaxPendingWrites: 1024,
+		ReadBufferSize:   2 * KiB,
+		WriteBufferSize:  2 * KiB,
+		TopicAliasMax:    1024,
+		ShutdownTimeout:  10 * time.Second,
+	}
+}
+
+// TLSEnabled reports whether the TLS listener is configured.
+func (c Config) TLSEnabled() bool { return c.TLSAddr != "" && c.TLSCert != "" && c.TLSKey != "" }
+
+// Validate checks the whole configuration and returns every problem found,
+// joined, so that an operator fixes them in one go.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.DataDir == "" {
+		bad("data-dir: must not be empty")
+	}
+	addrs := map[string]string{}
+	for _, a := range []struct{ name, addr string }{
+		{"mqtt-addr", c.MQTTAddr}, {"ws-addr", c.WSAddr}, {"tls-addr", c.TLSAddr}, {"http-addr", c.HTTPAddr},
+	} {
+		if a.addr == "" || (a.name == "tls-addr" && !c.TLSEnabled()) {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			bad("%s: %q is not host:port: %v", a.name, a.addr, err)
+			continue
+		}
+		if port != "0" {
+			key := host + ":" + port
+			if other, dup := addrs[key]; dup {
+				bad("%s: %q is already used by %s", a.name, a.addr, other)
+			}
+			addrs[key] = a.name
+		}
+	}
+	if c.WSAddr != "" && !strings.HasPrefix(c.WSPath, "/") {
+		bad("ws-path: %q must start with /", c.WSPath)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls-cert and tls-key: both must be set, or neither")
+	}
+	for _, f := range []struct{ name, path string }{
+		{"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}, {"tls-client-ca", c.TLSClientCA},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad("%s: %v", f.name, err)
+		}
+	}
+	switch c.TLSClientAuth {
+	case ClientAuthNone:
+	case ClientAuthOptional, ClientAuthRequire:
+		if c.TLSClientCA == "" {
+			bad("tls-client-auth: %q needs tls-client-ca", c.TLSClientAuth)
+		}
+	default:
+		bad("tls-client-auth: %q is not one of none, optional, require", c.TLSClientAuth)
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		bad("log-level: %q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	if c.LogFormat != LogFormatConsole && c.LogFormat != LogFormatJSON {
+		bad("log-format: %q is not console or json", c.LogFormat)
+	}
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"connect-timeout", c.ConnectTimeout > 0},
+		{"max-clients", c.MaxClients > 0},
+		{"max-session-expiry", c.MaxSessionExpiry > 0},
+		{"max-message-expiry", c.MaxMessageExpiry > 0},
+		{"max-pending-writes", c.MaxPendingWrites > 0},
+		{"shutdown-timeout", c.ShutdownTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			bad("%s: must be greater than zero", p.name)
+		}
+	}
+	// MQTT encodes the remaining length in at most four bytes.
+	if c.MaxPacketSize < 64 || c.MaxPacketSize > 268_435_455 {
+		bad("max-packet-size: %s must be between 64B and 256MiB", c.MaxPacketSize)
+	}
+	if c.MaxSessionExpiry > time.Duration(1<<32-1)*time.Second {
+		bad("max-session-expiry: %s is beyond MQTT's 136 years", c.MaxSessionExpiry)
+	}
+	if c.ReceiveMaximum < 1 || c.ReceiveMaximum > 65535 {
+		bad("receive-maximum: %d must be between 1 and 65535", c.ReceiveMaximum)
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		bad("max-inflight: %d must be between 1 and 65535", c.MaxInflight)
+	}
+	if c.TopicAliasMax < 0 || c.TopicAliasMax > 65535 {
+		bad("topic-alias-max: %d must be between 0 and 65535", c.TopicAliasMax)
+	}
+	if c.ReadBufferSize < 256 || c.ReadBufferSize > 16*MiB {
+		bad("read-buffer-size: %s must be between 256B and 16MiB", c.ReadBufferSize)
+	}
+	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
+		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
+	}
+	if c.MQTTAddr == "" && c.WSAddr == "" && !c.TLSEnabled() {
+		bad("no MQTT listener: set at least one of mqtt-addr, ws-addr, or tls-addr with tls-cert and tls-key")
+	}
+	return errors.Join(errs...)
+}

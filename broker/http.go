@@ -1,0 +1,39 @@
+package broker
+
+import (
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// newHTTPHandler serves the operational endpoints:
+//   - /healthz: 200 while the process is serving at all (liveness);
+//   - /readyz: 200 once every listener is up, 503 before and while shutting down;
+//   - /metrics: Prometheus text format.
+func (b *Broker) newHTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !b.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// serveHTTP runs the operational HTTP server on ln until Shutdown.
+func (b *Broker) serveHTTP(ln net.Listener) {
+	defer close(b.httpDone)
+	if err := b.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		b.log.Error().Err(err).Msg("http listener stopped")
+	}
+}

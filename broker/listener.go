@@ -1,0 +1,98 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/rs/zerolog"
+)
+
+// guardFn wraps mochi's establish function for one accepted connection.
+type guardFn func(listenerID string, c net.Conn, next listeners.EstablishFn) error
+
+// streamListener serves MQTT over TCP, or over TLS when tlsConfig is set.
+// It implements mochi's listeners.Listener so that mochi can manage it, but
+// every accepted connection goes through guard.
+type streamListener struct {
+	id        string
+	address   string
+	tlsConfig *tls.Config
+	guard     guardFn
+	log       zerolog.Logger
+
+	ln        net.Listener
+	closeOnce sync.Once
+}
+
+func newStreamListener(id, address string, tlsConfig *tls.Config, guard guardFn, log zerolog.Logger) *streamListener {
+	return &streamListener{id: id, address: address, tlsConfig: tlsConfig, guard: guard, log: log}
+}
+
+// ID implements listeners.Listener.
+func (l *streamListener) ID() string { return l.id }
+
+// Protocol implements listeners.Listener.
+func (l *streamListener) Protocol() string {
+	if l.tlsConfig != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+// Address returns the bound address once Init has run (so ":0" resolves).
+func (l *streamListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+// Init binds the address; mochi calls it from AddListener.
+func (l *streamListener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	if l.tlsConfig != nil {
+		ln = tls.NewListener(ln, l.tlsConfig)
+	}
+	l.ln = ln
+	return nil
+}
+
+// Serve accepts connections until Close. Accept errors other than closing
+// (running out of file descriptors, for one) back off instead of spinning.
+func (l *streamListener) Serve(establish listeners.EstablishFn) {
+	var backoff time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn().Err(err).Str("listener", l.id).Dur("retry_in", backoff).Msg("accept failed")
+			time.Sleep(backoff) // nothing to wait on: the condition is the kernel's
+			continue
+		}
+		backoff = 0
+		go func() { _ = l.guard(l.id, conn, establish) }()
+	}
+}
+
+// Close stops accepting and asks mochi to close this listener's clients.
+func (l *streamListener) Close(closeClients listeners.CloseFn) {
+	l.closeOnce.Do(func() {
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+	})
+	closeClients(l.id)
+}
+
+var _ listeners.Listener = (*streamListener)(nil)
