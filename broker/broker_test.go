@@ -171,3 +171,7 @@ func TestStartFailsWhenAddressTaken(t *testing.T) {
 		t.Fatalf("shutdown after failed start: %v", err)
 	}
 }
+
+func ctxTimeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 5*time.Second)
+}
