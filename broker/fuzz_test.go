@@ -48,9 +48,9 @@ func FuzzConnection(f *testing.F) {
 	f.Add(byte(prefixConnectV311), []byte{0x82, 0x08, 0x00, 0x01, 0x00, 0x03, 'a', '/', 'b', 0x01})
 	f.Add(byte(prefixConnectV5), []byte{0x32, 0x0a, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 0x00, 'h', 'i'})
 	f.Add(byte(prefixConnectV5), []byte{0x30, 0x08, 0x00, 0x01, 'a', 0x05, 0x23, 0x00, 0x01, 'x'}) // topic alias property
-	f.Add(byte(prefixConnectV5), []byte{0xa2, 0x06, 0x00, 0x02, 0x00, 0x00, 0x01, 'a'})             // unsubscribe
-	f.Add(byte(prefixConnectV5), []byte{0xe0, 0x02, 0x8e, 0x00})                                     // disconnect
-	f.Add(byte(prefixConnectV5), []byte{0xf0, 0x02, 0x18, 0x00})                                     // auth
+	f.Add(byte(prefixConnectV5), []byte{0xa2, 0x06, 0x00, 0x02, 0x00, 0x00, 0x01, 'a'})            // unsubscribe
+	f.Add(byte(prefixConnectV5), []byte{0xe0, 0x02, 0x8e, 0x00})                                   // disconnect
+	f.Add(byte(prefixConnectV5), []byte{0xf0, 0x02, 0x18, 0x00})                                   // auth
 	f.Add(byte(prefixNone), connectBytes(5, "fuzz"))
 	f.Add(byte(prefixNone), []byte{0x10, 0xff, 0xff, 0xff, 0x7f})
 	f.Add(byte(prefixNone), []byte{0x10, 0x05, 0x00, 0x04, 'M', 'Q', 'T'})
