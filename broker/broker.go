@@ -88,7 +88,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	b.metrics = newMetrics(b.mochi)
 
-	access := hooks.NewAccess(hooks.AccessOptions{AllowAnonymous: cfg.AllowAnonymous, Logger: log})
+	access := hooks.NewAccess(hooks.AccessOptions{Server: b.mochi, AllowAnonymous: cfg.AllowAnonymous, Logger: log})
 	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)

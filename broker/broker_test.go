@@ -147,8 +147,13 @@ func TestAnonymousRefusedByDefault(t *testing.T) {
 	if err == nil {
 		t.Fatal("anonymous client admitted")
 	}
-	if ack == nil || ack.ReasonCode != 0x86 {
-		t.Fatalf("connack %+v, want reason 0x86 bad user name or password", ack)
+	if ack == nil || ack.ReasonCode != 0x87 {
+		t.Fatalf("connack %+v, want reason 0x87 not authorized", ack)
+	}
+	_, ack, err = testutil.TryConnect(testutil.Dial(t, b.MQTTAddr()), &paho.Connect{ClientID: "alice", CleanStart: true,
+		UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("secret")})
+	if err == nil || ack == nil || ack.ReasonCode != 0x86 {
+		t.Fatalf("connack %+v, err %v: want reason 0x86 bad user name or password (no user store yet)", ack, err)
 	}
 }
 

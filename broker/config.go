@@ -36,7 +36,7 @@ type Config struct {
 	TLSAddr  string // MQTT over TLS; used only when TLSCert and TLSKey are set
 	HTTPAddr string // health, readiness and metrics; empty disables
 
-	TLSCert       string // PEM certificate chain for the TLS and (if set) WebSocket listeners
+	TLSCert       string // PEM certificate chain for the TLS listener (WebSocket stays plain: put wss behind a proxy for now)
 	TLSKey        string // PEM private key matching TLSCert
 	TLSClientCA   string // PEM CA bundle used to verify client certificates
 	TLSClientAuth string // none, optional or require

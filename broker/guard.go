@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +95,18 @@ func (b *Broker) establish(listenerID string, raw net.Conn) (err error) {
 		}
 	}()
 
+	if tlsConn, ok := raw.(*tls.Conn); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ConnectTimeout)
+		err := tlsConn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			b.metrics.connectionError(reasonTLSHandshake)
+			b.sampled.Info().Str("remote", raw.RemoteAddr().String()).Str("listener", listenerID).Err(err).
+				Msg("TLS handshake failed")
+			_ = raw.Close()
+			return err
+		}
+	}
 	err = b.mochi.EstablishConnection(listenerID, tc)
 	if !tc.established.Load() && err != nil {
 		b.logRejected(tc, listenerID, err)

@@ -16,6 +16,7 @@ const (
 	reasonTooLarge       = "packet_too_large"
 	reasonMalformed      = "malformed_packet"
 	reasonRefused        = "connect_refused" // CONNACK with an error code
+	reasonTLSHandshake   = "tls_handshake"
 )
 
 // metrics are the node's Prometheus figures. Each Broker has its own
@@ -39,7 +40,7 @@ func newMetrics(server *mqtt.Server) *metrics {
 			Help: "Network connections accepted on the MQTT listeners.",
 		}),
 	}
-	for _, r := range []string{reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonRefused} {
+	for _, r := range []string{reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonRefused, reasonTLSHandshake} {
 		m.connectionErrors.WithLabelValues(r) // export zeros so dashboards see the series
 	}
 	info := server.Info

@@ -18,7 +18,8 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 	tc := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"mqtt"},
+		// No NextProtos: Go refuses a client whose ALPN list has no match,
+		// and MQTT clients offer all sorts ("mqtt", "x-amzn-mqtt-ca", none).
 	}
 	if cfg.TLSClientCA != "" {
 		pem, err := os.ReadFile(cfg.TLSClientCA)

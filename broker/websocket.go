@@ -87,15 +87,20 @@ func (l *wsListener) Init(*slog.Logger) error {
 
 // Serve runs the HTTP server until Close.
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	mux := http.NewServeMux()
-	mux.HandleFunc(l.path, func(w http.ResponseWriter, r *http.Request) {
+	// An exact path comparison rather than a ServeMux pattern: the path is
+	// configuration, and a pattern ("/mqtt/{", "/mqtt/") could panic or match
+	// more than the one path.
+	l.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != l.path {
+			http.NotFound(w, r)
+			return
+		}
 		ws, err := l.upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return // the upgrader already answered with an HTTP error
 		}
 		_ = l.guard(l.id, &wsConn{Conn: ws.NetConn(), ws: ws}, establish)
 	})
-	l.srv.Handler = mux
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error().Err(err).Str("listener", l.id).Msg("websocket listener stopped")
 	}
