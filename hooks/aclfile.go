@@ -7,6 +7,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/mqhub/mqhub/storage"
 )
 
 // Permission is what a rule grants or refuses.
@@ -110,26 +112,11 @@ func parseRule(rest string, pattern bool, line int) (ACLRule, error) {
 	if !ok || filter == "" {
 		return rule, fmt.Errorf("line %d: missing topic", line)
 	}
-	if err := validFilter(filter); err != nil {
+	if err := storage.ValidFilter(filter); err != nil {
 		return rule, fmt.Errorf("line %d: %w", line, err)
 	}
 	rule.Filter = filter
 	return rule, nil
-}
-
-// validFilter checks MQTT filter syntax: "#" only last and alone in its
-// level, "+" alone in its level.
-func validFilter(filter string) error {
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return fmt.Errorf("topic %q: # must be the whole last level", filter)
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return fmt.Errorf("topic %q: + must be a whole level", filter)
-		}
-	}
-	return nil
 }
 
 // Allows decides whether user (empty for anonymous) on clientID may write
@@ -180,7 +167,7 @@ func (a *ACLFile) Allows(user, clientID, topic string, write bool) bool {
 
 func ruleMatches(filter, topic string, write bool) bool {
 	if write {
-		return filterMatches(filter, topic)
+		return storage.MatchTopic(filter, topic)
 	}
 	return filterCovers(filter, topic)
 }

@@ -3,23 +3,9 @@ package hooks
 import (
 	"strings"
 	"testing"
-)
 
-func TestFilterMatches(t *testing.T) {
-	for _, tc := range []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"a/b", "a/b", true}, {"a/b", "a/c", false}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false},
-		{"a/#", "a", true}, {"a/#", "a/b/c", true}, {"#", "a/b", true}, {"+/+", "a/b", true},
-		{"#", "$SYS/x", false}, {"+/x", "$SYS/x", false}, {"$SYS/#", "$SYS/x", true},
-		{"a/+/c", "a//c", true}, {"a", "a/b", false}, {"a/b", "a", false}, {"+", "", true},
-	} {
-		if got := filterMatches(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("filterMatches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
-		}
-	}
-}
+	"github.com/mqhub/mqhub/storage"
+)
 
 func TestFilterCovers(t *testing.T) {
 	for _, tc := range []struct {
@@ -130,13 +116,13 @@ func FuzzACL(f *testing.F) {
 				t.Fatalf("pattern %q expanded for user %q client %q", p.Filter, user, clientID)
 			}
 		}
-		if validFilter(topic) != nil {
+		if storage.ValidFilter(topic) != nil {
 			return
 		}
 		// A concrete topic the subscription "topic" receives.
 		concrete := strings.ReplaceAll(strings.ReplaceAll(topic, "+", "x"), "#", "x/y")
 		for _, r := range append(append([]ACLRule{}, acl.anonymous...), acl.users[user]...) {
-			if filterCovers(r.Filter, topic) && !filterMatches(r.Filter, concrete) {
+			if filterCovers(r.Filter, topic) && !storage.MatchTopic(r.Filter, concrete) {
 				t.Fatalf("grant %q covers %q but not its topic %q", r.Filter, topic, concrete)
 			}
 		}

@@ -1,0 +1,83 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Key families. One byte each, so a prefix scan over one family never
+// touches another; the full layout is in doc.go.
+const (
+	famMeta     = 'v' // v                      -> format version
+	famSession  = 's' // s|sid                  -> Session
+	famCounters = 'c' // c|sid                  -> queue counters
+	famQueue    = 'q' // q|sid|seq              -> queued Message
+	famInflight = 'i' // i|sid|seq              -> packet ID + sent time
+	famPacket   = 'p' // p|sid|packetID         -> seq
+	famRetained = 'r' // r|topic                -> retained Message
+)
+
+// formatVersion is the on-disk layout version stored under key "v".
+const formatVersion = 1
+
+var metaKey = []byte{famMeta}
+
+// sid is a session ID encoded as a 2-byte big-endian length followed by
+// its bytes. The length prefix makes "q|ab|..." and "q|abc|..." disjoint
+// prefixes whatever bytes a client ID contains.
+func checkSID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty session id", ErrInvalid)
+	}
+	if len(id) > math.MaxUint16 {
+		return fmt.Errorf("%w: session id longer than 65535 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+func sidPrefix(fam byte, id string, extra int) []byte {
+	k := make([]byte, 0, 3+len(id)+extra)
+	k = append(k, fam)
+	k = binary.BigEndian.AppendUint16(k, uint16(len(id)))
+	return append(k, id...)
+}
+
+func sessionKey(id string) []byte  { return sidPrefix(famSession, id, 0) }
+func countersKey(id string) []byte { return sidPrefix(famCounters, id, 0) }
+
+func queueKey(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(sidPrefix(famQueue, id, 8), seq)
+}
+
+func inflightKey(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(sidPrefix(famInflight, id, 8), seq)
+}
+
+func packetKey(id string, pid uint16) []byte {
+	return binary.BigEndian.AppendUint16(sidPrefix(famPacket, id, 2), pid)
+}
+
+func retainedKey(topic string) []byte {
+	return append([]byte{famRetained}, topic...)
+}
+
+// seqFromKey returns the trailing 8-byte sequence number of a q or i key.
+func seqFromKey(k []byte) uint64 {
+	if len(k) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k[len(k)-8:])
+}
+
+// sidFromKey returns the session ID of an s key.
+func sidFromKey(k []byte) (string, bool) {
+	if len(k) < 3 {
+		return "", false
+	}
+	n := int(binary.BigEndian.Uint16(k[1:3]))
+	if len(k) < 3+n {
+		return "", false
+	}
+	return string(k[3 : 3+n]), true
+}

@@ -1,0 +1,203 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Durability says when a write is fsynced relative to the moment its call
+// returns (or its callback runs).
+type Durability string
+
+const (
+	// DurabilitySync fsyncs every group commit before any of its callers
+	// is answered. This is the default: an acknowledged write survives a
+	// power cut.
+	DurabilitySync Durability = "sync"
+	// DurabilityInterval answers callers once the batch is in Badger's
+	// write-ahead log (process crash safe) and fsyncs every SyncInterval.
+	// A power cut or kernel crash loses at most the writes of the last
+	// SyncInterval.
+	DurabilityInterval Durability = "interval"
+)
+
+// Policy says what Enqueue does when a session's queue is at a limit.
+type Policy string
+
+const (
+	// PolicyRefuseNew refuses the new message for that session with
+	// ErrQueueFull. It is the default because it never loses a message
+	// that was already accepted: the sender learns (MQTT 5 reason 0x97).
+	PolicyRefuseNew Policy = "refuse-new"
+	// PolicyDropOldest deletes the oldest queued messages until the new
+	// one fits. Every drop is counted in Stats.DroppedOldest and logged.
+	PolicyDropOldest Policy = "drop-oldest"
+)
+
+// QueueLimits bound each session's offline queue. In Options, a zero
+// MaxMessages or MaxBytes gets the default and a negative one means no
+// limit; a zero MaxAge means no age limit.
+type QueueLimits struct {
+	// MaxMessages is the most messages one session may have queued.
+	MaxMessages int
+	// MaxBytes is the most encoded bytes one session may have queued.
+	MaxBytes int64
+	// MaxAge drops messages older than this (by Message.Created) when they
+	// are read or reach the head of the queue at enqueue time.
+	MaxAge time.Duration
+	// Policy applies when MaxMessages or MaxBytes would be exceeded.
+	Policy Policy
+}
+
+// Options configure a Store. Zero fields get the defaults listed on each
+// field, applied in Open.
+type Options struct {
+	// Dir is the Badger directory. Required.
+	Dir string
+	// Logger receives the store's logs with component=storage; Badger's
+	// own logs are bridged into it (Badger INFO becomes Debug).
+	Logger zerolog.Logger
+	// Durability is DurabilitySync (default) or DurabilityInterval.
+	Durability Durability
+	// SyncInterval is the fsync period under DurabilityInterval
+	// (default 100ms): the loss window on power failure.
+	SyncInterval time.Duration
+	// GCInterval is the period of Badger value-log GC (default 5m; a
+	// negative value disables it).
+	GCInterval time.Duration
+	// GCDiscardRatio is passed to RunValueLogGC (default 0.5).
+	GCDiscardRatio float64
+
+	// MemTableSize is Badger's memtable size (default 16 MiB). One
+	// transaction is limited to 15% of it (2.4 MiB by default).
+	MemTableSize int64
+	// NumMemtables is how many memtables Badger keeps (default 2).
+	NumMemtables int
+	// BlockCacheSize is Badger's block cache (default 16 MiB).
+	BlockCacheSize int64
+	// IndexCacheSize is Badger's index and bloom filter cache (default
+	// 8 MiB); without it every table's index stays in RAM.
+	IndexCacheSize int64
+	// ValueLogFileSize is the size of one value-log file (default 64 MiB).
+	ValueLogFileSize int64
+	// ValueThreshold is the size from which values go to the value log
+	// instead of the LSM tree (default 64 KiB).
+	ValueThreshold int64
+
+	// MaxBatchOps is the most operations in one group commit (default 1024).
+	MaxBatchOps int
+	// RequestQueue is the capacity of the bounded channel feeding the
+	// commit goroutine (default 4096); a full channel blocks the caller.
+	RequestQueue int
+
+	// Queue limits every session's offline queue (default 100,000
+	// messages, 256 MiB, no age limit, PolicyRefuseNew).
+	Queue QueueLimits
+
+	// Now returns the current time (default time.Now); tests replace it to
+	// drive expiry without sleeping.
+	Now func() time.Time
+}
+
+// Defaults for Options, applied in Open.
+const (
+	DefaultSyncInterval     = 100 * time.Millisecond
+	DefaultGCInterval       = 5 * time.Minute
+	DefaultGCDiscardRatio   = 0.5
+	DefaultMemTableSize     = 16 << 20
+	DefaultNumMemtables     = 2
+	DefaultBlockCacheSize   = 16 << 20
+	DefaultIndexCacheSize   = 8 << 20
+	DefaultValueLogFileSize = 64 << 20
+	DefaultValueThreshold   = 64 << 10
+	DefaultMaxBatchOps      = 1024
+	DefaultRequestQueue     = 4096
+	DefaultMaxMessages      = 100_000
+	DefaultMaxBytes         = 256 << 20
+)
+
+func (o *Options) applyDefaults() {
+	if o.Durability == "" {
+		o.Durability = DurabilitySync
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = DefaultGCInterval
+	}
+	if o.GCDiscardRatio == 0 {
+		o.GCDiscardRatio = DefaultGCDiscardRatio
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.NumMemtables == 0 {
+		o.NumMemtables = DefaultNumMemtables
+	}
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = DefaultBlockCacheSize
+	}
+	if o.IndexCacheSize == 0 {
+		o.IndexCacheSize = DefaultIndexCacheSize
+	}
+	if o.ValueLogFileSize == 0 {
+		o.ValueLogFileSize = DefaultValueLogFileSize
+	}
+	if o.ValueThreshold == 0 {
+		o.ValueThreshold = DefaultValueThreshold
+	}
+	if o.MaxBatchOps == 0 {
+		o.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if o.RequestQueue == 0 {
+		o.RequestQueue = DefaultRequestQueue
+	}
+	if o.Queue.MaxMessages == 0 {
+		o.Queue.MaxMessages = DefaultMaxMessages
+	}
+	if o.Queue.MaxBytes == 0 {
+		o.Queue.MaxBytes = DefaultMaxBytes
+	}
+	if o.Queue.Policy == "" {
+		o.Queue.Policy = PolicyRefuseNew
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Validate reports every problem with the options at once. Open calls it
+// after applying defaults.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Dir == "" {
+		errs = append(errs, fmt.Errorf("%w: Dir is required", ErrInvalid))
+	}
+	switch o.Durability {
+	case "", DurabilitySync, DurabilityInterval:
+	default:
+		errs = append(errs, fmt.Errorf("%w: durability %q (want sync or interval)", ErrInvalid, o.Durability))
+	}
+	switch o.Queue.Policy {
+	case "", PolicyRefuseNew, PolicyDropOldest:
+	default:
+		errs = append(errs, fmt.Errorf("%w: queue policy %q (want drop-oldest or refuse-new)", ErrInvalid, o.Queue.Policy))
+	}
+	if o.SyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: negative SyncInterval", ErrInvalid))
+	}
+	if o.MemTableSize < 0 || o.BlockCacheSize < 0 || o.IndexCacheSize < 0 || o.ValueLogFileSize < 0 || o.ValueThreshold < 0 {
+		errs = append(errs, fmt.Errorf("%w: negative cache or table size", ErrInvalid))
+	}
+	if o.Queue.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("%w: negative queue MaxAge", ErrInvalid))
+	}
+	if o.MaxBatchOps < 0 || o.RequestQueue < 0 || o.NumMemtables < 0 {
+		errs = append(errs, fmt.Errorf("%w: negative batch or queue size", ErrInvalid))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,751 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Entry is one message read from a session's offline queue.
+type Entry struct {
+	// Seq is the entry's position in the session's queue: strictly
+	// increasing in enqueue order, never reused while the queue exists.
+	Seq uint64
+	// PacketID is the packet ID the message was last sent with (MarkSent),
+	// or 0 if it was never sent: a non-zero PacketID means "resend with DUP".
+	PacketID uint16
+	// Message is the stored message.
+	Message Message
+}
+
+// Enqueue appends m to the queue of every listed session in one durable
+// write and returns each session's sequence number, in the order of
+// sessions (a repeated session gets the seq of its first occurrence). It
+// returns once the write is durable under the store's Durability.
+//
+// If a session's queue is full under PolicyRefuseNew, that session gets
+// seq 0 and the error wraps ErrQueueFull; the message is still stored for
+// every session with a non-zero seq. Any other error means nothing was
+// stored. If ctx ends first, Enqueue returns ctx.Err() but the write may
+// still happen. A zero m.Created is set to now.
+func (s *Store) Enqueue(ctx context.Context, sessions []string, m *Message) ([]uint64, error) {
+	var seqs []uint64
+	w := make(waiter, 1)
+	err := s.EnqueueAsync(sessions, m, func(r []uint64, err error) {
+		seqs = r
+		w <- err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.wait(ctx.Done(), ctx.Err); err != nil && !errors.Is(err, ErrQueueFull) {
+		return nil, err
+	} else {
+		return seqs, err
+	}
+}
+
+// EnqueueAsync is Enqueue without waiting: done is called exactly once
+// with Enqueue's results when the write is durable or has failed, so a
+// caller can hold its PUBACK without blocking its read loop. done runs on
+// the store's commit goroutine: it must return quickly and must not call
+// the Store (hand the result to a channel or goroutine instead).
+// EnqueueAsync itself returns an error, and never calls done, when the
+// call is invalid or the store is closed or failed; it blocks while the
+// store's bounded request queue is full.
+func (s *Store) EnqueueAsync(sessions []string, m *Message, done func(seqs []uint64, err error)) error {
+	if len(sessions) == 0 {
+		return fmt.Errorf("%w: enqueue to no session", ErrInvalid)
+	}
+	for _, id := range sessions {
+		if err := checkSID(id); err != nil {
+			return err
+		}
+	}
+	if m.Created == 0 {
+		m.Created = s.opts.Now().UnixNano()
+	}
+	val, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	o := &enqueueOp{s: s, sessions: sessions, val: val, done: done}
+	return s.submit(o)
+}
+
+type enqueueOp struct {
+	s        *Store
+	sessions []string
+	val      []byte
+	done     func([]uint64, error)
+
+	seqs    []uint64
+	stored  int
+	refused []string
+	dropped int
+	aged    int
+}
+
+func (o *enqueueOp) apply(b *batch) error {
+	o.seqs = make([]uint64, len(o.sessions))
+	o.refused, o.stored, o.dropped, o.aged = o.refused[:0], 0, 0, 0
+	lim := o.s.opts.Queue
+	size := int64(len(o.val))
+	for i, id := range o.sessions {
+		if j := slices.Index(o.sessions[:i], id); j >= 0 {
+			o.seqs[i] = o.seqs[j]
+			continue
+		}
+		st, err := b.queue(id)
+		if err != nil {
+			return err
+		}
+		if lim.MaxAge > 0 {
+			n, err := b.dropAged(st)
+			if err != nil {
+				return err
+			}
+			o.aged += n
+		}
+		for overLimit(lim, st.work, size) {
+			if lim.Policy == PolicyRefuseNew || st.work.count == 0 {
+				break
+			}
+			found, err := b.dropHead(st)
+			if err != nil {
+				return err
+			}
+			if !found {
+				break
+			}
+			o.dropped++
+		}
+		if overLimit(lim, st.work, size) {
+			o.refused = append(o.refused, id)
+			continue
+		}
+		seq := st.work.next
+		st.work.next++
+		st.work.count++
+		st.work.bytes += size
+		st.work.forget = false
+		b.set(queueKey(id, seq), o.val)
+		o.seqs[i] = seq
+		o.stored++
+	}
+	return nil
+}
+
+func overLimit(lim QueueLimits, c counters, size int64) bool {
+	return (lim.MaxMessages > 0 && c.count+1 > uint64(lim.MaxMessages)) ||
+		(lim.MaxBytes > 0 && c.bytes+size > lim.MaxBytes)
+}
+
+func (o *enqueueOp) finish(err error) {
+	if err != nil {
+		o.done(nil, err)
+		return
+	}
+	st := &o.s.stats
+	st.Enqueued.Add(uint64(o.stored))
+	if o.dropped > 0 {
+		st.DroppedOldest.Add(uint64(o.dropped))
+		o.s.dropLog.Warn().Int("dropped", o.dropped).Strs("client_ids", o.sessions).Msg("queue full: dropped oldest messages")
+	}
+	if o.aged > 0 {
+		st.AgedOut.Add(uint64(o.aged))
+	}
+	if len(o.refused) > 0 {
+		st.RefusedFull.Add(uint64(len(o.refused)))
+		o.s.dropLog.Warn().Strs("client_ids", o.refused).Msg("queue full: refused new message")
+		o.done(o.seqs, fmt.Errorf("%w: %d of %d sessions", ErrQueueFull, len(o.refused), len(o.sessions)))
+		return
+	}
+	o.done(o.seqs, nil)
+}
+
+// headItem finds the oldest entry of a queue as of the staged writes.
+// Point lookups from the head bound cover the usual in-order case; after
+// a few misses (holes left by out-of-order acks) it falls back to one
+// iterator seek.
+func (b *batch) headItem(st *qstate) (*badger.Item, uint64, error) {
+	for seq := st.work.head; seq < st.work.next && seq < st.work.head+4; seq++ {
+		item, err := b.get(queueKey(st.id, seq))
+		if err == nil {
+			return item, seq, nil
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, 0, err
+		}
+	}
+	it := b.txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famQueue, st.id, 0)})
+	defer it.Close()
+	it.Seek(queueKey(st.id, st.work.head))
+	if it.Valid() {
+		if seq := seqFromKey(it.Item().Key()); seq < st.work.next {
+			return it.Item(), seq, nil
+		}
+	}
+	return nil, 0, nil
+}
+
+// dropHead removes the oldest entry; found is false when the queue is
+// empty (the counters are then reset, healing any drift).
+func (b *batch) dropHead(st *qstate) (bool, error) {
+	item, seq, err := b.headItem(st)
+	if err != nil {
+		return false, err
+	}
+	if item == nil {
+		if st.work.count != 0 {
+			b.s.log.Warn().Str("client_id", st.id).Uint64("count", st.work.count).Msg("queue counters drifted: reset")
+		}
+		st.work.count, st.work.bytes, st.work.head = 0, 0, st.work.next
+		return false, nil
+	}
+	return true, b.removeEntry(st, seq, item.ValueSize())
+}
+
+// dropAged removes head entries older than MaxAge (at most 64 per call, to
+// bound the work one Enqueue does).
+func (b *batch) dropAged(st *qstate) (int, error) {
+	cut := b.now.Add(-b.s.opts.Queue.MaxAge).UnixNano()
+	n := 0
+	for ; n < 64 && st.work.count > 0; n++ {
+		item, seq, err := b.headItem(st)
+		if err != nil || item == nil {
+			return n, err
+		}
+		var created int64
+		if err := item.Value(func(v []byte) error {
+			var err error
+			created, _, err = peekTimes(v)
+			return err
+		}); err != nil && !errors.Is(err, ErrCorrupt) {
+			return n, err
+		}
+		if created > cut {
+			return n, nil
+		}
+		if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// removeEntry deletes queue entry seq, its inflight marker and its packet
+// ID mapping, and updates the counters.
+func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
+	b.del(queueKey(st.id, seq))
+	item, err := b.get(inflightKey(st.id, seq))
+	switch {
+	case err == nil:
+		b.del(inflightKey(st.id, seq))
+		var pid uint16
+		if err := item.Value(func(v []byte) error { pid, err = decodeInflight(v); return err }); err != nil {
+			return err
+		}
+		if err := b.delPacketIf(st.id, pid, seq); err != nil {
+			return err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return err
+	}
+	if st.work.count > 0 {
+		st.work.count--
+	}
+	// ValueSize is approximate for values in the value log; clamp, and
+	// reset on empty, so the byte count cannot drift for good.
+	st.work.bytes = max(st.work.bytes-size, 0)
+	if st.work.count == 0 {
+		st.work.bytes = 0
+		st.work.head = st.work.next
+	} else if seq == st.work.head {
+		st.work.head = seq + 1
+	}
+	return nil
+}
+
+// delPacketIf deletes the packet ID mapping pid if it points at seq.
+func (b *batch) delPacketIf(id string, pid uint16, seq uint64) error {
+	item, err := b.get(packetKey(id, pid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var mapped uint64
+	if err := item.Value(func(v []byte) error { mapped, err = decodeSeq(v); return err }); err != nil {
+		return err
+	}
+	if mapped == seq {
+		b.del(packetKey(id, pid))
+	}
+	return nil
+}
+
+func decodeSeq(v []byte) (uint64, error) {
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: packet mapping", ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func encodeInflight(pid uint16, sentAt int64) []byte {
+	return binary.AppendVarint(binary.BigEndian.AppendUint16(nil, pid), sentAt)
+}
+
+func decodeInflight(v []byte) (uint16, error) {
+	if len(v) < 2 {
+		return 0, fmt.Errorf("%w: inflight marker", ErrCorrupt)
+	}
+	return binary.BigEndian.Uint16(v), nil
+}
+
+// Read returns up to max entries of a session's queue with Seq > afterSeq,
+// in order, read from disk. It never returns an entry above the committed
+// watermark (see doc.go). Entries whose message expiry deadline or MaxAge
+// has passed are skipped, and deleted and counted in the background.
+func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) {
+	if err := checkSID(session); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	c, err := s.published(session)
+	if err != nil {
+		return nil, err
+	}
+	last := c.next - 1
+	start := afterSeq + 1
+	start = maxU64(start, c.head)
+	if start > last {
+		return nil, nil
+	}
+	now := s.opts.Now()
+	nowUnix := now.Unix()
+	var ageCut int64
+	if s.opts.Queue.MaxAge > 0 {
+		ageCut = now.Add(-s.opts.Queue.MaxAge).UnixNano()
+	}
+	var out []Entry
+	var drop dropOp
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{
+			Prefix: sidPrefix(famQueue, session, 0), PrefetchValues: true, PrefetchSize: min(max, 64),
+		})
+		defer it.Close()
+		inf := txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
+		defer inf.Close()
+		inf.Seek(inflightKey(session, start))
+		for it.Seek(queueKey(session, start)); it.Valid() && len(out) < max; it.Next() {
+			item := it.Item()
+			seq := seqFromKey(item.Key())
+			if seq > last {
+				break
+			}
+			var e Entry
+			e.Seq = seq
+			if err := item.Value(e.Message.UnmarshalBinary); err != nil {
+				if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedVersion) {
+					s.log.Error().Err(err).Str("client_id", session).Uint64("seq", seq).Msg("corrupt queue entry deleted")
+					drop.corrupt = append(drop.corrupt, seq)
+					continue
+				}
+				return err
+			}
+			if e.Message.Expired(nowUnix) {
+				drop.expired = append(drop.expired, seq)
+				continue
+			}
+			if ageCut != 0 && e.Message.Created <= ageCut {
+				drop.aged = append(drop.aged, seq)
+				continue
+			}
+			for ; inf.Valid() && seqFromKey(inf.Item().Key()) < seq; inf.Next() {
+			}
+			if inf.Valid() && seqFromKey(inf.Item().Key()) == seq {
+				if err := inf.Item().Value(func(v []byte) error {
+					var err error
+					e.PacketID, err = decodeInflight(v)
+					return err
+				}); err != nil {
+					return err
+				}
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: read queue of %q: %w", session, err)
+	}
+	if len(drop.expired)+len(drop.aged)+len(drop.corrupt) > 0 {
+		drop.s, drop.id = s, session
+		// Best effort: if this fails the entries are skipped again next time.
+		_ = s.submit(&drop)
+	}
+	return out, nil
+}
+
+func maxU64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// dropOp deletes entries a Read found expired, aged out or corrupt. It
+// rechecks expiry, since a session deleted and recreated meanwhile may
+// reuse the sequence numbers.
+type dropOp struct {
+	s                      *Store
+	id                     string
+	expired, aged, corrupt []uint64
+	nExpired, nAged        int
+}
+
+func (o *dropOp) apply(b *batch) error {
+	o.nExpired, o.nAged = 0, 0
+	st, err := b.queue(o.id)
+	if err != nil {
+		return err
+	}
+	rm := func(seqs []uint64, check func(created, expires int64) bool, n *int) error {
+		for _, seq := range seqs {
+			item, err := b.get(queueKey(o.id, seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var created, expires int64
+			perr := item.Value(func(v []byte) error { created, expires, err = peekTimes(v); return err })
+			if check != nil && (perr != nil || !check(created, expires)) {
+				continue
+			}
+			if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+				return err
+			}
+			if n != nil {
+				*n++
+			}
+		}
+		return nil
+	}
+	nowUnix := b.now.Unix()
+	if err := rm(o.expired, func(_, e int64) bool { return e != 0 && e <= nowUnix }, &o.nExpired); err != nil {
+		return err
+	}
+	cut := b.now.Add(-o.s.opts.Queue.MaxAge).UnixNano()
+	if err := rm(o.aged, func(c, _ int64) bool { return c <= cut }, &o.nAged); err != nil {
+		return err
+	}
+	return rm(o.corrupt, nil, nil)
+}
+
+func (o *dropOp) finish(err error) {
+	if err != nil {
+		o.s.log.Warn().Err(err).Str("client_id", o.id).Msg("delete expired queue entries")
+		return
+	}
+	o.s.stats.Expired.Add(uint64(o.nExpired))
+	o.s.stats.AgedOut.Add(uint64(o.nAged))
+	if o.nExpired+o.nAged > 0 {
+		o.s.dropLog.Info().Str("client_id", o.id).Int("expired", o.nExpired).Int("aged_out", o.nAged).Msg("dropped expired queued messages")
+	}
+}
+
+// Ack removes the listed entries (delivered and acknowledged) from a
+// session's queue, with their inflight markers. Unknown seqs are ignored,
+// so a repeated Ack is harmless. It returns once the removal is durable.
+func (s *Store) Ack(ctx context.Context, session string, seqs ...uint64) error {
+	w := make(waiter, 1)
+	if err := s.AckAsync(session, seqs, func(err error) { w <- err }); err != nil {
+		return err
+	}
+	return w.wait(ctx.Done(), ctx.Err)
+}
+
+// AckAsync is Ack without waiting; done follows EnqueueAsync's rules.
+func (s *Store) AckAsync(session string, seqs []uint64, done func(error)) error {
+	if err := checkSID(session); err != nil {
+		return err
+	}
+	seqs = slices.Clone(seqs)
+	slices.Sort(seqs)
+	return s.submit(&ackOp{s: s, id: session, seqs: slices.Compact(seqs), done: done})
+}
+
+type ackOp struct {
+	s     *Store
+	id    string
+	seqs  []uint64
+	done  func(error)
+	acked int
+}
+
+func (o *ackOp) apply(b *batch) error {
+	o.acked = 0
+	st, err := b.queue(o.id)
+	if err != nil {
+		return err
+	}
+	for _, seq := range o.seqs {
+		if seq < st.work.head || seq >= st.work.next {
+			continue
+		}
+		item, err := b.get(queueKey(o.id, seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+			return err
+		}
+		o.acked++
+	}
+	return nil
+}
+
+func (o *ackOp) finish(err error) {
+	if err == nil {
+		o.s.stats.Acked.Add(uint64(o.acked))
+	}
+	o.done(err)
+}
+
+// MarkSent records that entry seq of a session was sent with packetID, so
+// that after a disconnect (or a restart) it is resent with DUP and the
+// same packet ID, and a PUBACK carrying packetID maps back to the entry
+// (AckPacket, LookupPacket). A packet ID still mapped to another entry of
+// the session is moved. It returns ErrNotFound if the entry is gone.
+func (s *Store) MarkSent(ctx context.Context, session string, seq uint64, packetID uint16) error {
+	w := make(waiter, 1)
+	if err := s.MarkSentAsync(session, seq, packetID, func(err error) { w <- err }); err != nil {
+		return err
+	}
+	return w.wait(ctx.Done(), ctx.Err)
+}
+
+// MarkSentAsync is MarkSent without waiting; done follows EnqueueAsync's
+// rules.
+func (s *Store) MarkSentAsync(session string, seq uint64, packetID uint16, done func(error)) error {
+	if err := checkSID(session); err != nil {
+		return err
+	}
+	if packetID == 0 {
+		return fmt.Errorf("%w: packet id 0", ErrInvalid)
+	}
+	return s.submit(&markOp{s: s, id: session, seq: seq, pid: packetID, done: done})
+}
+
+type markOp struct {
+	s    *Store
+	id   string
+	seq  uint64
+	pid  uint16
+	done func(error)
+}
+
+func (o *markOp) apply(b *batch) error {
+	if _, err := b.get(queueKey(o.id, o.seq)); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%w: queue entry %d of %q", ErrNotFound, o.seq, o.id)
+		}
+		return err
+	}
+	// The packet ID may still point at an older entry (IDs are reused
+	// after an ack): that entry is no longer inflight under it.
+	if item, err := b.get(packetKey(o.id, o.pid)); err == nil {
+		var old uint64
+		if err := item.Value(func(v []byte) error { old, err = decodeSeq(v); return err }); err != nil {
+			return err
+		}
+		if old != o.seq {
+			b.del(inflightKey(o.id, old))
+		}
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	// The entry may have been sent before with another packet ID.
+	if item, err := b.get(inflightKey(o.id, o.seq)); err == nil {
+		var old uint16
+		if err := item.Value(func(v []byte) error { old, err = decodeInflight(v); return err }); err != nil {
+			return err
+		}
+		if old != o.pid {
+			if err := b.delPacketIf(o.id, old, o.seq); err != nil {
+				return err
+			}
+		}
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	b.set(inflightKey(o.id, o.seq), encodeInflight(o.pid, b.now.UnixNano()))
+	b.set(packetKey(o.id, o.pid), binary.BigEndian.AppendUint64(nil, o.seq))
+	return nil
+}
+
+func (o *markOp) finish(err error) { o.done(err) }
+
+// AckPacket removes the entry that was sent with packetID (MarkSent) and
+// returns it, so the caller can emit a delivered receipt for it; the
+// mapping survives restarts. It returns ErrNotFound for an unknown packet
+// ID.
+func (s *Store) AckPacket(ctx context.Context, session string, packetID uint16) (Entry, error) {
+	if err := checkSID(session); err != nil {
+		return Entry{}, err
+	}
+	w := make(waiter, 1)
+	o := &ackPacketOp{s: s, id: session, pid: packetID, done: func(err error) { w <- err }}
+	if err := s.submit(o); err != nil {
+		return Entry{}, err
+	}
+	if err := w.wait(ctx.Done(), ctx.Err); err != nil {
+		return Entry{}, err
+	}
+	return o.entry, nil
+}
+
+type ackPacketOp struct {
+	s     *Store
+	id    string
+	pid   uint16
+	done  func(error)
+	entry Entry
+	gone  bool
+}
+
+func (o *ackPacketOp) apply(b *batch) error {
+	o.entry, o.gone = Entry{PacketID: o.pid}, false
+	item, err := b.get(packetKey(o.id, o.pid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%w: packet id %d of %q", ErrNotFound, o.pid, o.id)
+	}
+	if err != nil {
+		return err
+	}
+	if err := item.Value(func(v []byte) error { o.entry.Seq, err = decodeSeq(v); return err }); err != nil {
+		return err
+	}
+	st, err := b.queue(o.id)
+	if err != nil {
+		return err
+	}
+	qi, err := b.get(queueKey(o.id, o.entry.Seq))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		// A stale mapping: clean it and report the entry as gone.
+		b.del(packetKey(o.id, o.pid))
+		b.del(inflightKey(o.id, o.entry.Seq))
+		o.gone = true
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := qi.Value(o.entry.Message.UnmarshalBinary); err != nil && !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return b.removeEntry(st, o.entry.Seq, qi.ValueSize())
+}
+
+func (o *ackPacketOp) finish(err error) {
+	if err == nil && o.gone {
+		err = fmt.Errorf("%w: entry %d of %q", ErrNotFound, o.entry.Seq, o.id)
+	} else if err == nil {
+		o.s.stats.Acked.Add(1)
+	}
+	o.done(err)
+}
+
+// LookupPacket returns the entry that was sent with packetID without
+// removing it (ErrNotFound if none).
+func (s *Store) LookupPacket(session string, packetID uint16) (Entry, error) {
+	if err := checkSID(session); err != nil {
+		return Entry{}, err
+	}
+	e := Entry{PacketID: packetID}
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(packetKey(session, packetID))
+		if err != nil {
+			return err
+		}
+		if err := item.Value(func(v []byte) error { e.Seq, err = decodeSeq(v); return err }); err != nil {
+			return err
+		}
+		if c, err := s.published(session); err != nil {
+			return err
+		} else if e.Seq >= c.next {
+			return badger.ErrKeyNotFound
+		}
+		qi, err := txn.Get(queueKey(session, e.Seq))
+		if err != nil {
+			return err
+		}
+		return qi.Value(e.Message.UnmarshalBinary)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Entry{}, fmt.Errorf("%w: packet id %d of %q", ErrNotFound, packetID, session)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("storage: lookup packet %d of %q: %w", packetID, session, err)
+	}
+	return e, nil
+}
+
+// Len returns the number of entries in a session's queue, as of the last
+// durable commit (entries found expired but not yet deleted included).
+func (s *Store) Len(session string) (int, error) {
+	if err := checkSID(session); err != nil {
+		return 0, err
+	}
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	c, err := s.published(session)
+	return int(c.count), err
+}
+
+// Bytes returns the encoded size of a session's queue (approximate for
+// messages above ValueThreshold).
+func (s *Store) Bytes(session string) (int64, error) {
+	if err := checkSID(session); err != nil {
+		return 0, err
+	}
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	c, err := s.published(session)
+	return c.bytes, err
+}
+
+// LastSeq returns the committed watermark of a session's queue: every
+// entry with Seq <= LastSeq is durable, and no higher entry is readable.
+func (s *Store) LastSeq(session string) (uint64, error) {
+	if err := checkSID(session); err != nil {
+		return 0, err
+	}
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	c, err := s.published(session)
+	return c.next - 1, err
+}
