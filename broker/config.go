@@ -53,7 +53,7 @@ type Config struct {
 	MaxMessageExpiry time.Duration // cap on message expiry, and the expiry of messages without one
 	ReceiveMaximum   int           // QoS 1/2 messages a v5 client may have unacknowledged towards us
 	MaxInflight      int           // QoS 1/2 messages in flight towards one client
-	MaxPendingWrites int           // packets queued for one client's writer before QoS 0 is dropped
+	MaxPendingWrites int           // packets queued for one client's writer before messages to it are dropped
 	ReadBufferSize   ByteSize      // per-connection read buffer
 	WriteBufferSize  ByteSize      // per-connection write batching threshold
 	TopicAliasMax    int           // topic aliases a v5 client may use
@@ -79,8 +79,8 @@ func Default() Config {
 		MaxMessageExpiry: 7 * 24 * time.Hour,
 		ReceiveMaximum:   1024,
 		MaxInflight:      8192,
-		MaxPendingWrites: 1024,
-		ReadBufferSize:   2 * KiB,
+		MaxPendingWrites: 256,
+		ReadBufferSize:   1 * KiB,
 		WriteBufferSize:  2 * KiB,
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,

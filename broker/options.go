@@ -43,7 +43,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.MaxMessageExpiry, "max-message-expiry", c.MaxMessageExpiry, "cap on message expiry, and the expiry given to messages without one")
 	fs.IntVar(&c.ReceiveMaximum, "receive-maximum", c.ReceiveMaximum, "QoS 1/2 publishes a v5 client may have unacknowledged towards the hub")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "QoS 1/2 messages in flight towards one client")
-	fs.IntVar(&c.MaxPendingWrites, "max-pending-writes", c.MaxPendingWrites, "packets queued for one client's writer; beyond it QoS 0 messages are dropped")
+	fs.IntVar(&c.MaxPendingWrites, "max-pending-writes", c.MaxPendingWrites, "packets queued for one client's writer; beyond it a message to that client is dropped and counted")
 	fs.Var(&c.ReadBufferSize, "read-buffer-size", "per-connection read buffer")
 	fs.Var(&c.WriteBufferSize, "write-buffer-size", "per-connection write batching threshold")
 	fs.IntVar(&c.TopicAliasMax, "topic-alias-max", c.TopicAliasMax, "topic aliases a v5 client may use (0 disables)")
