@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mqhub/mqhub/hooks"
+	"github.com/mqhub/mqhub/hooks/offline"
+	"github.com/mqhub/mqhub/storage"
 )
 
 // Listener IDs, as they appear in logs.
@@ -37,6 +40,8 @@ type Broker struct {
 	mochi   *mqtt.Server
 	hooks   []mqtt.Hook
 	metrics *metrics
+	store   *storage.Store
+	offline *offline.Hook
 	wills   *willSender
 	conns   conns
 	ready   atomic.Bool
@@ -88,9 +93,33 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	b.metrics = newMetrics(b.mochi)
 
+	store, err := storage.Open(storage.Options{
+		Dir:          filepath.Join(cfg.DataDir, "store"),
+		Logger:       log,
+		Durability:   storage.Durability(cfg.Durability),
+		SyncInterval: cfg.SyncInterval,
+		Queue: storage.QueueLimits{
+			MaxMessages: cfg.QueueMaxMessages,
+			MaxBytes:    int64(cfg.QueueMaxBytes),
+			MaxAge:      cfg.QueueMaxAge,
+			Policy:      storage.Policy(cfg.QueuePolicy),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	b.store = store
+	b.offline = offline.New(offline.Options{
+		Server:      b.mochi,
+		Store:       store,
+		Logger:      log,
+		MaxInflight: cfg.MaxInflight,
+	})
+
 	access := hooks.NewAccess(hooks.AccessOptions{Server: b.mochi, AllowAnonymous: cfg.AllowAnonymous, Logger: log})
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access} {
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
+			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
 		}
 		b.hooks = append(b.hooks, h)
@@ -107,6 +136,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	if cfg.TLSEnabled() {
 		tc, err := tlsConfig(cfg)
 		if err != nil {
+			_ = store.Close()
 			return nil, err
 		}
 		b.tls = newStreamListener(ListenerTLS, cfg.TLSAddr, tc, guard, b.log)
@@ -144,6 +174,11 @@ func (b *Broker) start() error {
 			errs = append(errs, fmt.Errorf("listen http on %s: %w", b.cfg.HTTPAddr, err))
 		}
 		b.httpLn = ln
+	}
+	if len(errs) == 0 {
+		if err := b.offline.Restore(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) == 0 {
 		if err := b.mochi.Serve(); err != nil {
@@ -208,8 +243,11 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		<-drained // reads now fail at once
 	}
 	b.wills.stop()
-	if err := b.mochi.Close(); err != nil {
+	if err := b.mochi.Close(); err != nil { // stops the hooks: no more writes to the store
 		errs = append(errs, err)
+	}
+	if err := b.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
 	if b.httpServing {
 		if err := b.httpSrv.Shutdown(ctx); err != nil {

@@ -58,7 +58,22 @@ type Config struct {
 	WriteBufferSize  ByteSize      // per-connection write batching threshold
 	TopicAliasMax    int           // topic aliases a v5 client may use
 	ShutdownTimeout  time.Duration // how long a graceful shutdown waits for clients and storage
+
+	Durability       string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
+	SyncInterval     time.Duration // fsync period under interval durability (the loss window)
+	QueueMaxMessages int           // messages one offline queue may hold
+	QueueMaxBytes    ByteSize      // bytes one offline queue may hold
+	QueueMaxAge      time.Duration // queued messages older than this are dropped (0: no limit)
+	QueuePolicy      string        // refuse-new or drop-oldest, when a queue is full
 }
+
+// Durability and queue policy values.
+const (
+	DurabilitySync     = "sync"
+	DurabilityInterval = "interval"
+	QueueRefuseNew     = "refuse-new"
+	QueueDropOldest    = "drop-oldest"
+)
 
 // Default returns the configuration used when nothing else is given.
 func Default() Config {
@@ -84,6 +99,11 @@ func Default() Config {
 		WriteBufferSize:  2 * KiB,
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,
+		Durability:       DurabilitySync,
+		SyncInterval:     100 * time.Millisecond,
+		QueueMaxMessages: 100_000,
+		QueueMaxBytes:    256 * MiB,
+		QueuePolicy:      QueueRefuseNew,
 	}
 }
 
@@ -187,6 +207,18 @@ func (c Config) Validate() error {
 	}
 	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
 		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
+	}
+	if c.Durability != DurabilitySync && c.Durability != DurabilityInterval {
+		bad("durability: %q is not sync or interval", c.Durability)
+	}
+	if c.Durability == DurabilityInterval && c.SyncInterval <= 0 {
+		bad("sync-interval: must be greater than zero with interval durability")
+	}
+	if c.QueuePolicy != QueueRefuseNew && c.QueuePolicy != QueueDropOldest {
+		bad("queue-policy: %q is not refuse-new or drop-oldest", c.QueuePolicy)
+	}
+	if c.QueueMaxMessages <= 0 || c.QueueMaxBytes <= 0 || c.QueueMaxAge < 0 {
+		bad("queue-max-messages, queue-max-bytes: must be greater than zero; queue-max-age: not negative")
 	}
 	if c.MQTTAddr == "" && c.WSAddr == "" && !c.TLSEnabled() {
 		bad("no MQTT listener: set at least one of mqtt-addr, ws-addr, or tls-addr with tls-cert and tls-key")

@@ -48,6 +48,12 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Var(&c.WriteBufferSize, "write-buffer-size", "per-connection write batching threshold")
 	fs.IntVar(&c.TopicAliasMax, "topic-alias-max", c.TopicAliasMax, "topic aliases a v5 client may use (0 disables)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for clients and storage")
+	fs.StringVar(&c.Durability, "durability", c.Durability, "sync: a QoS 1/2 message is fsynced before it is acknowledged; interval: fsync every sync-interval (faster, loses up to that window on power loss)")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period with interval durability")
+	fs.IntVar(&c.QueueMaxMessages, "queue-max-messages", c.QueueMaxMessages, "messages one persistent session's queue may hold")
+	fs.Var(&c.QueueMaxBytes, "queue-max-bytes", "bytes one persistent session's queue may hold")
+	fs.DurationVar(&c.QueueMaxAge, "queue-max-age", c.QueueMaxAge, "drop queued messages older than this (0: keep until they expire)")
+	fs.StringVar(&c.QueuePolicy, "queue-policy", c.QueuePolicy, "when a queue is full: refuse-new (the publisher gets 0x97 quota exceeded) or drop-oldest")
 }
 
 // Resolve completes a flag set bound with BindFlags after it parsed the

@@ -58,6 +58,9 @@ func (s *Store) Enqueue(ctx context.Context, sessions []string, m *Message) ([]u
 // call is invalid or the store is closed or failed; it blocks while the
 // store's bounded request queue is full.
 func (s *Store) EnqueueAsync(sessions []string, m *Message, done func(seqs []uint64, err error)) error {
+	if done == nil {
+		done = func([]uint64, error) {}
+	}
 	if len(sessions) == 0 {
 		return fmt.Errorf("%w: enqueue to no session", ErrInvalid)
 	}
@@ -479,8 +482,19 @@ func (s *Store) Ack(ctx context.Context, session string, seqs ...uint64) error {
 	return w.wait(ctx.Done(), ctx.Err)
 }
 
-// AckAsync is Ack without waiting; done follows EnqueueAsync's rules.
+// orNoop lets callers of the Async methods pass a nil done when they do
+// not need the outcome.
+func orNoop(done func(error)) func(error) {
+	if done == nil {
+		return func(error) {}
+	}
+	return done
+}
+
+// AckAsync is Ack without waiting; done follows EnqueueAsync's rules (nil
+// when the outcome is not needed).
 func (s *Store) AckAsync(session string, seqs []uint64, done func(error)) error {
+	done = orNoop(done)
 	if err := checkSID(session); err != nil {
 		return err
 	}
@@ -545,6 +559,7 @@ func (s *Store) MarkSent(ctx context.Context, session string, seq uint64, packet
 // MarkSentAsync is MarkSent without waiting; done follows EnqueueAsync's
 // rules.
 func (s *Store) MarkSentAsync(session string, seq uint64, packetID uint16, done func(error)) error {
+	done = orNoop(done)
 	if err := checkSID(session); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ func (s *Store) PutRetained(ctx context.Context, m *Message) error {
 // PutRetainedAsync is PutRetained without waiting; done follows
 // EnqueueAsync's rules.
 func (s *Store) PutRetainedAsync(m *Message, done func(error)) error {
+	done = orNoop(done)
 	if m.Topic == "" || strings.ContainsAny(m.Topic, "+#") {
 		return fmt.Errorf("%w: retained topic %q", ErrInvalid, m.Topic)
 	}

@@ -51,8 +51,9 @@ func Connect(t testing.TB, conn net.Conn, cp *paho.Connect) *Client {
 }
 
 // TryConnect is Connect without the test: it returns the CONNACK and error.
-// On error the connection is closed.
-func TryConnect(conn net.Conn, cp *paho.Connect) (*Client, *paho.Connack, error) {
+// On error the connection is closed. Options may change the paho client's
+// configuration (manual acknowledgement, for one).
+func TryConnect(conn net.Conn, cp *paho.Connect, options ...func(*paho.ClientConfig)) (*Client, *paho.Connack, error) {
 	c := &Client{
 		Messages:    make(chan *paho.Publish, 10_000),
 		Disconnects: make(chan *paho.Disconnect, 1),
@@ -61,7 +62,7 @@ func TryConnect(conn net.Conn, cp *paho.Connect) (*Client, *paho.Connack, error)
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 30
 	}
-	c.Client = paho.NewClient(paho.ClientConfig{
+	cfg := paho.ClientConfig{
 		ClientID: cp.ClientID,
 		Conn:     packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
@@ -76,7 +77,11 @@ func TryConnect(conn net.Conn, cp *paho.Connect) (*Client, *paho.Connack, error)
 			default:
 			}
 		},
-	})
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	c.Client = paho.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ack, err := c.Client.Connect(ctx, cp)

@@ -1,0 +1,26 @@
+// Package offline makes MQTT sessions durable: it is the mochi hook that
+// keeps the promise "a message acknowledged to the sender is safe and will
+// reach the recipient".
+//
+// Mochi keeps a disconnected session's messages in memory, capped at 65,535
+// packet IDs, sends PUBACK before any storage hook runs, drops QoS 1/2
+// messages for slow subscribers and re-sends queued messages out of order.
+// So for persistent sessions (MQTT 5 session expiry > 0, 3.1.1 clean
+// session = false) this package takes delivery over from mochi:
+//
+//   - their subscriptions live in this package's index and in the store,
+//     not in mochi's topic index, so mochi never delivers to them;
+//   - OnPublish (which runs before mochi acknowledges) appends a QoS 1/2
+//     message to the disk queue of every matching persistent session and
+//     returns only when the write is durable, so PUBACK/PUBREC means "safe";
+//   - a sender per online session reads its queue from disk in order and
+//     writes it to the client, at most Receive Maximum unacknowledged at a
+//     time, assigning packet IDs at send time; PUBACK/PUBCOMP removes the
+//     entry; entries sent but not acknowledged before a disconnect are
+//     re-sent with DUP and their packet ID on the next connection;
+//   - sessions are restored at start from the store, so a client resuming
+//     after a restart gets session present and its queue.
+//
+// Clean sessions, QoS 0 to offline sessions, shared subscriptions and the
+// retained messages sent on subscribe stay on mochi's in-memory path.
+package offline

@@ -1,0 +1,155 @@
+package offline
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/mqhub/mqhub/storage"
+)
+
+// Options configures the hook.
+type Options struct {
+	Server *mqtt.Server
+	Store  *storage.Store
+	Logger zerolog.Logger
+	// MaxInflight caps unacknowledged messages per session, below the
+	// client's own Receive Maximum (default 1024).
+	MaxInflight int
+	// WriteTimeout bounds how long a publisher waits for its message to be
+	// durable before it gets an error (default 10 s).
+	WriteTimeout time.Duration
+}
+
+// Stats counts what the hook did, for metrics and tests.
+type Stats struct {
+	Enqueued     atomic.Int64 // queue entries written (one per session per message)
+	Delivered    atomic.Int64 // entries acknowledged by clients
+	Resent       atomic.Int64 // entries re-sent with DUP after a reconnect
+	Refused      atomic.Int64 // publishes refused because a queue was full or the store failed
+	QoS0Dropped  atomic.Int64 // QoS 0 messages dropped for a backed-up online session
+	TooLarge     atomic.Int64 // entries dropped as larger than the client's maximum packet size
+	Restored     atomic.Int64 // sessions restored from the store at start
+	ExpiredTotal atomic.Int64 // sessions deleted because their expiry passed
+}
+
+// Hook is the durable-session hook. Create it with New, add it to the
+// server, then call Restore before the server accepts clients.
+type Hook struct {
+	mqtt.HookBase
+	server       *mqtt.Server
+	store        *storage.Store
+	log          zerolog.Logger
+	sampled      zerolog.Logger
+	maxInflight  int
+	writeTimeout time.Duration
+	index        *mqtt.TopicsIndex // subscriptions of persistent sessions
+
+	mu       sync.Mutex
+	sessions map[string]*session // persistent sessions by client ID
+	stopped  bool
+	senders  sync.WaitGroup
+
+	stats Stats
+}
+
+// New returns the hook.
+func New(opts Options) *Hook {
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 1024
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	log := opts.Logger.With().Str("component", "offline").Logger()
+	return &Hook{
+		server:       opts.Server,
+		store:        opts.Store,
+		log:          log,
+		sampled:      log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
+		maxInflight:  opts.MaxInflight,
+		writeTimeout: opts.WriteTimeout,
+		index:        mqtt.NewTopicsIndex(),
+		sessions:     map[string]*session{},
+	}
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "offline" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
+		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnWillSent,
+	}, []byte{b})
+}
+
+// Stats returns the hook's counters.
+func (h *Hook) Stats() *Stats { return &h.stats }
+
+// Restore loads the persistent sessions from the store: expired ones are
+// deleted, the others get their subscriptions back in the index and an
+// offline client in mochi, so that a client resuming its session after a
+// restart is told the session is present and gets its queue.
+func (h *Hook) Restore(ctx context.Context) error {
+	expired, err := h.store.DeleteExpiredSessions(ctx, time.Now())
+	if err != nil {
+		return fmt.Errorf("delete expired sessions: %w", err)
+	}
+	h.stats.ExpiredTotal.Add(int64(len(expired)))
+	err = h.store.ListSessions(func(rec *storage.Session) error {
+		if rec.Clean {
+			return nil
+		}
+		s := newSession(rec)
+		h.mu.Lock()
+		h.sessions[rec.ClientID] = s
+		h.mu.Unlock()
+		for _, sub := range rec.Subscriptions {
+			h.index.Subscribe(rec.ClientID, toPacketSubscription(sub))
+		}
+		h.server.Clients.Add(offlineClient(h.server, rec))
+		h.stats.Restored.Add(1)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("restore sessions: %w", err)
+	}
+	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 {
+		h.log.Info().Int64("sessions", n).Int("expired", len(expired)).Msg("persistent sessions restored")
+	}
+	return nil
+}
+
+// OnStopped stops every sender and waits for them; the store is closed by
+// its owner afterwards.
+func (h *Hook) OnStopped() {
+	h.mu.Lock()
+	h.stopped = true
+	var all []*session
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.detach(nil)
+	}
+	h.senders.Wait()
+}
+
+// sessionOf returns the persistent session of a client ID, or nil.
+func (h *Hook) sessionOf(id string) *session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[id]
+}
+
+var _ mqtt.Hook = (*Hook)(nil)

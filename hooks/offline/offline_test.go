@@ -1,0 +1,355 @@
+package offline_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"go.uber.org/goleak"
+
+	"github.com/mqhub/mqhub/broker"
+	"github.com/mqhub/mqhub/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// persistent connects a device with a session that outlives its
+// connection (clean start false, expiry one hour).
+func persistent(t *testing.T, addr, id string, options ...func(*paho.ClientConfig)) (*testutil.Client, *paho.Connack) {
+	t.Helper()
+	c, ack, err := testutil.TryConnect(testutil.Dial(t, addr), &paho.Connect{
+		ClientID:   id,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: ptr[uint32](3600)},
+	}, options...)
+	if err != nil {
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	return c, ack
+}
+
+func disconnect(t *testing.T, c *testutil.Client) {
+	t.Helper()
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not stop")
+	}
+}
+
+func TestQueueSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	withDir := func(c *broker.Config) { c.DataDir = dir; c.LogLevel = "info" }
+	first := testutil.StartHub(t, withDir)
+
+	phone, _ := persistent(t, first.MQTTAddr(), "phone")
+	phone.Subscribe(t, "u/phone/inbox", 1)
+	disconnect(t, phone)
+
+	sender := testutil.Connect(t, testutil.Dial(t, first.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	const n = 50
+	for i := range n {
+		sender.Publish(t, &paho.Publish{Topic: "u/phone/inbox", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	second := testutil.StartHub(t, withDir)
+	phone, ack := persistent(t, second.MQTTAddr(), "phone")
+	defer disconnect(t, phone)
+	if !ack.SessionPresent {
+		t.Fatal("session not present after restart")
+	}
+	for i := range n {
+		m := phone.Next(t, 5*time.Second)
+		if string(m.Payload) != strconv.Itoa(i) {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
+	}
+}
+
+// rawSession drives a persistent MQTT 5 session with raw packets, to see
+// packet IDs and DUP flags and to leave messages unacknowledged.
+type rawSession struct {
+	t    *testing.T
+	conn net.Conn
+}
+
+func dialRaw(t *testing.T, addr, id string, receiveMax uint16) *rawSession {
+	t.Helper()
+	conn := testutil.Dial(t, addr)
+	t.Cleanup(func() { conn.Close() })
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ProtocolName, c.ProtocolVersion, c.ClientID, c.KeepAlive = "MQTT", 5, id, 30
+	c.Properties = &packets.Properties{SessionExpiryInterval: ptr[uint32](3600), ReceiveMaximum: &receiveMax}
+	r := &rawSession{t: t, conn: conn}
+	r.write(cp)
+	if ack, ok := r.read().Content.(*packets.Connack); !ok || ack.ReasonCode != 0 {
+		t.Fatalf("connect refused: %+v", ack)
+	}
+	return r
+}
+
+func (r *rawSession) write(cp *packets.ControlPacket) {
+	r.t.Helper()
+	if _, err := cp.WriteTo(r.conn); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+func (r *rawSession) read() *packets.ControlPacket {
+	r.t.Helper()
+	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	cp, err := packets.ReadPacket(r.conn)
+	if err != nil {
+		r.t.Fatalf("read: %v", err)
+	}
+	return cp
+}
+
+func (r *rawSession) subscribe(filter string, qos byte) {
+	r.t.Helper()
+	cp := packets.NewControlPacket(packets.SUBSCRIBE)
+	s := cp.Content.(*packets.Subscribe)
+	s.PacketID = 1
+	s.Subscriptions = []packets.SubOptions{{Topic: filter, QoS: qos}}
+	r.write(cp)
+	if _, ok := r.read().Content.(*packets.Suback); !ok {
+		r.t.Fatal("no SUBACK")
+	}
+}
+
+func (r *rawSession) nextPublish() *packets.Publish {
+	r.t.Helper()
+	for {
+		cp := r.read()
+		if p, ok := cp.Content.(*packets.Publish); ok {
+			return p
+		}
+	}
+}
+
+func (r *rawSession) puback(id uint16) {
+	r.t.Helper()
+	cp := packets.NewControlPacket(packets.PUBACK)
+	cp.Content.(*packets.Puback).PacketID = id
+	r.write(cp)
+}
+
+func TestUnacknowledgedMessagesResentWithDup(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info" })
+	raw := dialRaw(t, hub.MQTTAddr(), "tablet", 5)
+	raw.subscribe("u/tablet/inbox", 1)
+
+	sender := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	const n = 8
+	for i := range n {
+		sender.Publish(t, &paho.Publish{Topic: "u/tablet/inbox", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	// Receive Maximum 5: five arrive, none is acknowledged.
+	firstIDs := make([]uint16, 5)
+	for i := range 5 {
+		p := raw.nextPublish()
+		if string(p.Payload) != strconv.Itoa(i) || p.Duplicate {
+			t.Fatalf("first delivery %d: payload %q dup %v", i, p.Payload, p.Duplicate)
+		}
+		firstIDs[i] = p.PacketID
+	}
+	raw.conn.Close()
+
+	again := dialRaw(t, hub.MQTTAddr(), "tablet", 5)
+	for i := range n {
+		p := again.nextPublish()
+		if string(p.Payload) != strconv.Itoa(i) {
+			t.Fatalf("after reconnect, message %d: got %q", i, p.Payload)
+		}
+		if resent := i < 5; p.Duplicate != resent || (resent && p.PacketID != firstIDs[i]) {
+			t.Fatalf("message %d: dup=%v id=%d, want dup=%v id=%d", i, p.Duplicate, p.PacketID, resent, firstIDs[i%5])
+		}
+		again.puback(p.PacketID)
+	}
+}
+
+func TestFullQueueRefusesWithQuotaExceeded(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info"; c.QueueMaxMessages = 3 })
+	phone, _ := persistent(t, hub.MQTTAddr(), "phone")
+	phone.Subscribe(t, "u/phone/inbox", 1)
+	disconnect(t, phone)
+
+	sender := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	for i := range 3 {
+		sender.Publish(t, &paho.Publish{Topic: "u/phone/inbox", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := sender.Client.Publish(ctx, &paho.Publish{Topic: "u/phone/inbox", QoS: 1, Payload: []byte("one too many")})
+	if resp == nil || resp.ReasonCode != 0x97 {
+		t.Fatalf("publish over the limit: response %+v, err %v; want reason 0x97 quota exceeded", resp, err)
+	}
+	// The three accepted messages are all there.
+	phone, _ = persistent(t, hub.MQTTAddr(), "phone")
+	defer disconnect(t, phone)
+	for i := range 3 {
+		if m := phone.Next(t, 5*time.Second); string(m.Payload) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", m.Payload, i)
+		}
+	}
+}
+
+func TestSlowConsumerLosesNothing(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info" })
+	acks := make(chan *paho.Publish, 10_000)
+	slow, _ := persistent(t, hub.MQTTAddr(), "slow", func(cfg *paho.ClientConfig) {
+		cfg.EnableManualAcknowledgment = true
+	})
+	defer disconnect(t, slow)
+	slow.Subscribe(t, "feed/#", 1)
+
+	// The consumer acknowledges one message at a time, after the previous
+	// acknowledgement went out, while the publisher sends as fast as it can.
+	const n = 2000
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			select {
+			case m := <-slow.Messages:
+				if string(m.Payload) != strconv.Itoa(i) {
+					done <- fmt.Errorf("message %d: got %q", i, m.Payload)
+					return
+				}
+				if err := slow.Ack(m); err != nil {
+					done <- err
+					return
+				}
+				acks <- m
+			case <-time.After(20 * time.Second):
+				done <- fmt.Errorf("only %d of %d messages arrived", i, n)
+				return
+			}
+		}
+		done <- nil
+	}()
+	sender := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := sender.Client.Publish(ctx, &paho.Publish{Topic: "feed/a", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+			cancel()
+			if err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if len(acks) != n {
+		t.Fatalf("%d acknowledged, want %d", len(acks), n)
+	}
+}
+
+// TestOfflineDrainInOrder queues messages from several publishers for many
+// offline sessions, reconnects them all and checks every message arrives,
+// once, in each publisher's order.
+func TestOfflineDrainInOrder(t *testing.T) {
+	sessions, perSession, publishers := 1000, 100, 10
+	if testing.Short() {
+		sessions, perSession = 100, 20
+	}
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "warn"; c.Durability = broker.DurabilityInterval })
+	ids := make([]string, sessions)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("dev-%04d", i)
+		c, _ := persistent(t, hub.MQTTAddr(), ids[i])
+		c.Subscribe(t, "u/"+ids[i]+"/inbox", 1)
+		disconnect(t, c)
+	}
+
+	// Publisher p sends its k-th message to every session before its
+	// k+1-th, so each session receives p's messages numbered 0, 1, 2, ...
+	var wg sync.WaitGroup
+	for p := range publishers {
+		pub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: fmt.Sprintf("pub-%d", p), CleanStart: true})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := p; k < perSession; k += publishers {
+				for _, id := range ids {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					_, err := pub.Client.Publish(ctx, &paho.Publish{Topic: "u/" + id + "/inbox", QoS: 1, Payload: fmt.Appendf(nil, "%d:%d", p, k)})
+					cancel()
+					if err != nil {
+						t.Errorf("publisher %d: %v", p, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	var drain sync.WaitGroup
+	errs := make(chan error, sessions)
+	for _, id := range ids {
+		c, ack := persistent(t, hub.MQTTAddr(), id)
+		if !ack.SessionPresent {
+			t.Fatalf("%s: session not present", id)
+		}
+		drain.Add(1)
+		go func() {
+			defer drain.Done()
+			defer func() { _ = c.Disconnect(&paho.Disconnect{}); <-c.Done() }()
+			last := map[string]int{}
+			for range perSession {
+				select {
+				case m := <-c.Messages:
+					pub, k, _ := strings.Cut(string(m.Payload), ":")
+					n, _ := strconv.Atoi(k)
+					if prev, seen := last[pub]; seen && n <= prev {
+						errs <- fmt.Errorf("%s: publisher %s message %d after %d (duplicate or out of order)", id, pub, n, prev)
+						return
+					}
+					last[pub] = n
+				case <-time.After(30 * time.Second):
+					errs <- fmt.Errorf("%s: drain stalled", id)
+					return
+				}
+			}
+			select {
+			case m := <-c.Messages:
+				errs <- fmt.Errorf("%s: extra message %q", id, m.Payload)
+			default:
+			}
+		}()
+	}
+	drain.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

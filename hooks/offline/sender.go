@@ -1,0 +1,257 @@
+package offline
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqhub/mqhub/storage"
+)
+
+// maxQoS0Backlog bounds the QoS 0 messages waiting for an online session's
+// sender; beyond it they are dropped and counted, as MQTT allows.
+const maxQoS0Backlog = 256
+
+// readBatch is how many queue entries one disk read returns at most.
+const readBatch = 128
+
+// sender delivers one session's queue to its connected client. It runs a
+// goroutine only while there is something to do (kick starts one when none
+// runs), so an idle connection costs no goroutine of ours.
+type sender struct {
+	h      *Hook
+	s      *session
+	cl     *mqtt.Client
+	window int // unacknowledged messages allowed: client Receive Maximum, capped
+
+	mu       sync.Mutex
+	closed   bool
+	inflight map[uint16]uint64 // packet ID -> queue seq, sent and not acknowledged
+	lastSeq  uint64            // highest seq sent on this connection
+	qos0     []packets.Packet  // live QoS 0 messages, not queued on disk
+
+	running atomic.Bool
+	again   atomic.Bool
+}
+
+func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
+	window := h.maxInflight
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
+		window = min(window, int(cl.Properties.Props.ReceiveMaximum))
+	}
+	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]uint64{}}
+}
+
+// kick makes sure a goroutine sends what can be sent now.
+func (sd *sender) kick() {
+	if !sd.running.CompareAndSwap(false, true) {
+		sd.again.Store(true) // the running goroutine looks again before it exits
+		return
+	}
+	sd.h.senders.Add(1)
+	go sd.run()
+}
+
+func (sd *sender) run() {
+	defer sd.h.senders.Done()
+	for {
+		sd.again.Store(false)
+		sd.fill()
+		sd.running.Store(false)
+		if !sd.again.Load() || !sd.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// stop ends delivery on this connection. Packet IDs still in flight are
+// taken out of mochi's inflight map, so that mochi does not re-send them
+// itself when the session is inherited: the next sender re-sends them from
+// the queue, in order, with DUP.
+func (sd *sender) stop() {
+	sd.mu.Lock()
+	sd.closed = true
+	ids := make([]uint16, 0, len(sd.inflight))
+	for id := range sd.inflight {
+		ids = append(ids, id)
+	}
+	sd.inflight = map[uint16]uint64{}
+	sd.qos0 = nil
+	sd.mu.Unlock()
+	for _, id := range ids {
+		sd.cl.State.Inflight.Delete(id)
+	}
+}
+
+// pushQoS0 hands a live QoS 0 message to the sender, or drops it when the
+// backlog is full.
+func (sd *sender) pushQoS0(pk packets.Packet) {
+	sd.mu.Lock()
+	if sd.closed || len(sd.qos0) >= maxQoS0Backlog {
+		sd.mu.Unlock()
+		sd.h.stats.QoS0Dropped.Add(1)
+		return
+	}
+	sd.qos0 = append(sd.qos0, pk)
+	sd.mu.Unlock()
+	sd.kick()
+}
+
+// complete handles the client's acknowledgement of a packet ID: the entry
+// leaves the queue and the window opens.
+func (sd *sender) complete(packetID uint16) {
+	sd.mu.Lock()
+	seq, ok := sd.inflight[packetID]
+	delete(sd.inflight, packetID)
+	sd.mu.Unlock()
+	if !ok {
+		return
+	}
+	sd.h.stats.Delivered.Add(1)
+	sd.ack(seq)
+	sd.kick()
+}
+
+func (sd *sender) ack(seq uint64) {
+	err := sd.h.store.AckAsync(sd.s.id, []uint64{seq}, func(err error) {
+		if err != nil {
+			sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Uint64("seq", seq).Msg("acknowledged entry not removed; it will be sent again")
+		}
+	})
+	if err != nil {
+		sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Uint64("seq", seq).Msg("acknowledged entry not removed; it will be sent again")
+	}
+}
+
+// fill sends live QoS 0 messages, then queue entries while the window has
+// room, reading the queue from disk in order.
+func (sd *sender) fill() {
+	for {
+		sd.mu.Lock()
+		if sd.closed {
+			sd.mu.Unlock()
+			return
+		}
+		live := sd.qos0
+		sd.qos0 = nil
+		room := sd.window - len(sd.inflight)
+		after := sd.lastSeq
+		sd.mu.Unlock()
+
+		for _, pk := range live {
+			if err := sd.cl.WritePacket(pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
+				return
+			}
+		}
+		if room <= 0 {
+			return
+		}
+		entries, err := sd.h.store.Read(sd.s.id, after, min(room, readBatch))
+		if err != nil {
+			if !errors.Is(err, storage.ErrClosed) {
+				sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Msg("queue read failed")
+			}
+			return
+		}
+		if len(entries) == 0 {
+			return
+		}
+		for i := range entries {
+			if !sd.send(&entries[i]) {
+				return
+			}
+		}
+	}
+}
+
+// send writes one queue entry and reports whether sending may go on.
+func (sd *sender) send(e *storage.Entry) bool {
+	qos, ids := sd.s.delivery(e.Message.Topic, e.Message.QoS)
+	pk := toPacket(&e.Message, qos, ids)
+	if qos == 0 {
+		sd.mu.Lock()
+		if sd.closed {
+			sd.mu.Unlock()
+			return false
+		}
+		sd.lastSeq = e.Seq
+		sd.mu.Unlock()
+		err := sd.cl.WritePacket(pk)
+		if err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
+			return false
+		}
+		sd.ack(e.Seq)
+		return true
+	}
+
+	// Re-send with the packet ID of the earlier attempt [MQTT-4.4.0-1],
+	// unless mochi already uses that ID on this connection.
+	pid := e.PacketID
+	if _, taken := sd.cl.State.Inflight.Get(pid); pid == 0 || taken {
+		next, err := sd.cl.NextPacketID()
+		if err != nil {
+			return false // all IDs in use: wait for acknowledgements
+		}
+		pid = uint16(next)
+	}
+	pk.PacketID = pid
+	pk.FixedHeader.Dup = e.PacketID != 0
+	if pid != e.PacketID {
+		if err := sd.h.store.MarkSentAsync(sd.s.id, e.Seq, pid, nil); err != nil {
+			return false
+		}
+	}
+
+	sd.mu.Lock()
+	if sd.closed {
+		sd.mu.Unlock()
+		return false
+	}
+	sd.inflight[pid] = e.Seq
+	sd.lastSeq = e.Seq
+	sd.cl.State.Inflight.Set(pk) // so that mochi answers PUBREC with PUBREL
+	sd.mu.Unlock()
+	if pk.FixedHeader.Dup {
+		sd.h.stats.Resent.Add(1)
+	}
+
+	err := sd.cl.WritePacket(pk)
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		// The client said it cannot take a packet this big [MQTT-3.1.2-25].
+		sd.h.stats.TooLarge.Add(1)
+		sd.h.sampled.Warn().Str("client_id", sd.s.id).Str("topic", pk.TopicName).Msg("message larger than the client's maximum packet size dropped")
+		sd.cl.State.Inflight.Delete(pid)
+		sd.mu.Lock()
+		delete(sd.inflight, pid)
+		sd.mu.Unlock()
+		sd.ack(e.Seq)
+		return true
+	}
+	return err == nil
+}
+
+// OnPacketRead sees acknowledgements before mochi does. Completion is
+// tracked here rather than in OnQosComplete because mochi keeps inbound and
+// outbound packet IDs in one map (mochi #545): an inbound QoS 2 PUBLISH
+// reusing one of our IDs deletes our entry, and mochi would then ignore
+// the PUBACK for it.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubcomp:
+	case packets.Pubrec:
+		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			return pk, nil // the QoS 2 flow goes on with PUBREL
+		}
+	default:
+		return pk, nil
+	}
+	if s := h.sessionOf(cl.ID); s != nil {
+		if sd := s.current(cl); sd != nil {
+			sd.complete(pk.PacketID)
+		}
+	}
+	return pk, nil
+}

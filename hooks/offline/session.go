@@ -1,0 +1,298 @@
+package offline
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqhub/mqhub/storage"
+)
+
+// session is a persistent session known to the hub, online or not.
+type session struct {
+	id string
+
+	mu     sync.Mutex
+	rec    storage.Session // the durable record, subscriptions included
+	sender *sender         // set while a client is connected
+}
+
+func newSession(rec *storage.Session) *session {
+	return &session{id: rec.ClientID, rec: *rec}
+}
+
+// persistent reports whether a client's session outlives its connection.
+func persistent(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+// wants reports whether a message on topic published by publisherID goes
+// to this session, and whether it keeps its retain flag (some matching
+// subscription has Retain As Published).
+func (s *session) wants(topic, publisherID string) (deliver, retainAsPublished bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.rec.Subscriptions {
+		if !storage.MatchTopic(sub.Filter, topic) || (sub.NoLocal && publisherID == s.id) {
+			continue
+		}
+		deliver = true
+		retainAsPublished = retainAsPublished || sub.RetainAsPublished
+	}
+	return deliver, retainAsPublished
+}
+
+// delivery gives the QoS and subscription identifiers a message on topic
+// is sent with: the highest QoS of the matching subscriptions, capped by
+// the published QoS [MQTT-3.8.4-8]. A message queued before its
+// subscription was removed keeps its published QoS.
+func (s *session) delivery(topic string, published byte) (qos byte, ids []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	matched := false
+	var best byte
+	for _, sub := range s.rec.Subscriptions {
+		if !storage.MatchTopic(sub.Filter, topic) {
+			continue
+		}
+		matched = true
+		best = max(best, sub.QoS)
+		if sub.Identifier > 0 {
+			ids = append(ids, int(sub.Identifier))
+		}
+	}
+	slices.Sort(ids)
+	if matched && best < published {
+		return best, ids
+	}
+	return published, ids
+}
+
+// attach starts delivery to a newly connected client.
+func (s *session) attach(h *Hook, cl *mqtt.Client) *sender {
+	sd := newSender(h, s, cl)
+	s.mu.Lock()
+	s.sender = sd
+	s.mu.Unlock()
+	sd.kick()
+	return sd
+}
+
+// detach stops delivery to cl (any client when cl is nil) and reports
+// whether cl was the session's current client.
+func (s *session) detach(cl *mqtt.Client) bool {
+	s.mu.Lock()
+	sd := s.sender
+	if sd == nil || (cl != nil && sd.cl != cl) {
+		s.mu.Unlock()
+		return false
+	}
+	s.sender = nil
+	s.mu.Unlock()
+	sd.stop()
+	return true
+}
+
+// current returns the sender of cl if cl is the session's connected client.
+func (s *session) current(cl *mqtt.Client) *sender {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sender != nil && s.sender.cl == cl {
+		return s.sender
+	}
+	return nil
+}
+
+func (s *session) online() *sender {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sender
+}
+
+func (s *session) record() storage.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec := s.rec
+	rec.Subscriptions = slices.Clone(s.rec.Subscriptions)
+	return rec
+}
+
+// OnSessionEstablish runs on a new connection before mochi inherits an
+// existing session. It stops delivery to the previous connection and hides
+// our subscriptions from mochi's inheritance (mochi would put them back in
+// its own index); a clean start discards the stored session.
+func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	s := h.sessionOf(cl.ID)
+	if s == nil {
+		return
+	}
+	s.detach(nil)
+	if old, ok := h.server.Clients.Get(cl.ID); ok {
+		for _, sub := range s.record().Subscriptions {
+			old.State.Subscriptions.Delete(sub.Filter)
+		}
+	}
+	if pk.Connect.Clean {
+		h.dropSession(s, "clean start")
+	}
+}
+
+// OnSessionEstablished runs after CONNACK and before the client's first
+// packet is read: delivery of the queue starts here.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	s := h.sessionOf(cl.ID)
+	if s == nil {
+		if !persistent(cl) {
+			return // a clean session: mochi's
+		}
+		s = newSession(&storage.Session{ClientID: cl.ID})
+		h.mu.Lock()
+		if h.stopped {
+			h.mu.Unlock()
+			return
+		}
+		h.sessions[cl.ID] = s
+		h.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.rec.User = string(cl.Properties.Username)
+	s.rec.ProtocolVersion = cl.Properties.ProtocolVersion
+	s.rec.ExpiryInterval = expiryInterval(h.server, cl)
+	s.rec.DisconnectedAt = 0
+	s.mu.Unlock()
+	h.saveSession(s)
+	s.attach(h, cl)
+}
+
+// expiryInterval is the session expiry in seconds as the store keeps it.
+// A 3.1.1 persistent session lasts as long as the server allows.
+func expiryInterval(server *mqtt.Server, cl *mqtt.Client) uint32 {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval
+	}
+	return server.Options.Capabilities.MaximumSessionExpiryInterval
+}
+
+// OnDisconnect stops delivery; a session that ends with its connection
+// (MQTT 5 session expiry 0) is deleted with its queue.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	s := h.sessionOf(cl.ID)
+	if s == nil || !s.detach(cl) {
+		return // not ours, or an old connection of a session taken over
+	}
+	if expire {
+		h.dropSession(s, "session ended with its connection")
+		return
+	}
+	s.mu.Lock()
+	s.rec.DisconnectedAt = time.Now().UnixNano()
+	s.mu.Unlock()
+	h.saveSession(s)
+}
+
+// OnClientExpired deletes a session whose expiry interval passed.
+func (h *Hook) OnClientExpired(cl *mqtt.Client) {
+	if s := h.sessionOf(cl.ID); s != nil && s.online() == nil {
+		h.stats.ExpiredTotal.Add(1)
+		h.dropSession(s, "session expired")
+	}
+}
+
+// OnSubscribed moves the new subscriptions of a persistent session from
+// mochi's index to ours and stores them before SUBACK is sent. Shared
+// subscriptions stay with mochi.
+func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	s := h.sessionOf(cl.ID)
+	if s == nil || s.current(cl) == nil {
+		return
+	}
+	changed := false
+	for i, sub := range pk.Filters {
+		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code || mqtt.IsSharedFilter(sub.Filter) {
+			continue
+		}
+		h.server.Topics.Unsubscribe(sub.Filter, cl.ID)
+		h.index.Subscribe(cl.ID, sub)
+		stored := fromPacketSubscription(sub)
+		s.mu.Lock()
+		i := slices.IndexFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
+		if i >= 0 {
+			s.rec.Subscriptions[i] = stored
+		} else {
+			s.rec.Subscriptions = append(s.rec.Subscriptions, stored)
+		}
+		s.mu.Unlock()
+		changed = true
+	}
+	if changed {
+		h.saveSession(s)
+	}
+}
+
+// OnUnsubscribed removes subscriptions of a persistent session.
+func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	s := h.sessionOf(cl.ID)
+	if s == nil || s.current(cl) == nil {
+		return
+	}
+	for _, sub := range pk.Filters {
+		h.index.Unsubscribe(sub.Filter, cl.ID)
+		s.mu.Lock()
+		s.rec.Subscriptions = slices.DeleteFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
+		s.mu.Unlock()
+	}
+	h.saveSession(s)
+}
+
+// saveSession writes the session record durably; a failure is logged and
+// the in-memory state stays authoritative until the next save.
+func (h *Hook) saveSession(s *session) {
+	rec := s.record()
+	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
+	defer cancel()
+	if err := h.store.PutSession(ctx, &rec); err != nil {
+		h.sampled.Error().Err(err).Str("client_id", s.id).Msg("session not saved")
+	}
+}
+
+// dropSession forgets a session: its subscriptions, its record and queue.
+func (h *Hook) dropSession(s *session, why string) {
+	s.detach(nil)
+	h.mu.Lock()
+	if h.sessions[s.id] == s {
+		delete(h.sessions, s.id)
+	}
+	h.mu.Unlock()
+	for _, sub := range s.record().Subscriptions {
+		h.index.Unsubscribe(sub.Filter, s.id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
+	defer cancel()
+	if err := h.store.DeleteSession(ctx, s.id); err != nil {
+		h.sampled.Error().Err(err).Str("client_id", s.id).Msg("session not deleted")
+		return
+	}
+	h.log.Debug().Str("client_id", s.id).Str("reason", why).Msg("persistent session deleted")
+}
+
+// offlineClient is the disconnected mochi client standing for a restored
+// session until its device reconnects.
+func offlineClient(server *mqtt.Server, rec *storage.Session) *mqtt.Client {
+	cl := server.NewClient(nil, "", rec.ClientID, false)
+	cl.Properties.Username = []byte(rec.User)
+	cl.Properties.ProtocolVersion = rec.ProtocolVersion
+	cl.Properties.Clean = false
+	if rec.ProtocolVersion == 5 {
+		cl.Properties.Props.SessionExpiryInterval = rec.ExpiryInterval
+		cl.Properties.Props.SessionExpiryIntervalFlag = true
+	}
+	cl.Stop(packets.ErrServerShuttingDown) // marks it disconnected from now
+	return cl
+}
