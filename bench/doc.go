@@ -1,0 +1,43 @@
+// Package bench is mqhub's load generator and side-by-side comparison runner.
+//
+// Every scenario speaks plain MQTT 5 through paho.golang clients, so it runs
+// against any broker: mqhub, mosquitto or anything else listening on a TCP
+// address. Each scenario is bounded in count and time (a duration and/or a
+// message count, plus a hard timeout) and returns a [Result] whose figures
+// are flat numbers, which is what lets [Compare] take medians and ratios
+// without knowing the scenarios.
+//
+// Scenarios (see [Scenarios]):
+//
+//   - fanin-qos0, fanin-qos1: N publishers to one wildcard subscriber;
+//     throughput, loss, duplicates.
+//   - p2p-latency: N user pairs exchanging QoS 1 messages on u/{user}/inbox;
+//     end-to-end latency quantiles.
+//   - fanout: one publisher to many subscribers of one topic; deliveries/s
+//     and latency quantiles.
+//   - conns: many idle connections with keepalive; connect rate and broker
+//     memory per connection.
+//   - offline-drain: persistent sessions that queue while offline and drain
+//     on reconnect; drain rate, loss, duplicates, reordering.
+//   - receipts: not supported yet (needs mqhub's messaging flow).
+//
+// Every message payload starts with a small header (see [EncodePayload]):
+// a stream id, a sequence number and a send timestamp, so that a receiver
+// can count loss, duplicates and reordering per stream and measure latency
+// without any side channel. Publisher and receivers live in the same
+// process, so the timestamp is read from one monotonic clock.
+//
+// From the command line:
+//
+//	mqhub bench fanin-qos1 --target 127.0.0.1:1883 -n 10 --duration 5s --pid $(pidof mosquitto)
+//	mqhub bench conns --target 127.0.0.1:1883 -n 19000 --hold 30s
+//	mqhub bench compare --rounds 3 --out bench/out
+//
+// A scenario prints a progress bar on stderr and one JSON line (a [Result])
+// on stdout. compare starts mqhub and mosquitto itself on free loopback
+// ports, prints a table of medians with the ratio mqhub/mosquitto, and
+// writes compare.json plus one SVG bar chart per scenario.
+//
+// Only the test files import mqhub server code; the package itself depends
+// on the MQTT protocol alone (see DESIGN.md, "Layout").
+package bench
