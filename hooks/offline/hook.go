@@ -51,6 +51,8 @@ type Hook struct {
 	writeTimeout time.Duration
 	index        *mqtt.TopicsIndex // subscriptions of persistent sessions
 
+	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
+
 	mu       sync.Mutex
 	sessions map[string]*session // persistent sessions by client ID
 	stopped  bool

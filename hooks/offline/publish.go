@@ -17,9 +17,26 @@ import (
 // reason code; 3.1.1, which has none: the connection is closed, so the
 // client re-sends after reconnecting). Concurrent publishers share group
 // commits in the store.
+//
+// A QoS 1 publish from a client is pipelined instead (pipeline.go): the
+// reader goes on while the write commits, and the PUBACK follows it.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if err := h.route(cl, pk); err != nil {
+	if cl.Net.Inline && cl.Net.Listener == relayListener {
+		return pk, nil // a stored message coming back from the pipeline
+	}
+	plain, retained, online := h.plan(cl, pk)
+	if len(plain)+len(retained) == 0 {
+		return pk, nil
+	}
+	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
+		h.pipelineOf(cl).add(pk, plain, retained, online)
+		return pk, packets.ErrRejectPacket // mochi neither acknowledges nor delivers: the pipeline will
+	}
+	if err := h.enqueue(cl, pk, plain, retained); err != nil {
 		return pk, h.refuse(cl, pk, err)
+	}
+	for _, sd := range online {
+		sd.kick()
 	}
 	return pk, nil
 }
@@ -36,12 +53,28 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 // route delivers a message to the persistent sessions subscribed to its
 // topic: QoS 0 to the online ones at once, QoS 1/2 through their queues.
 func (h *Hook) route(cl *mqtt.Client, pk packets.Packet) error {
-	subs := h.index.Subscribers(pk.TopicName)
-	if len(subs.Subscriptions) == 0 {
+	plain, retained, online := h.plan(cl, pk)
+	if len(plain)+len(retained) == 0 {
 		return nil
 	}
-	var plain, retained []string // session IDs, by retain flag on delivery
-	var online []*sender
+	if err := h.enqueue(cl, pk, plain, retained); err != nil {
+		return err
+	}
+	for _, sd := range online {
+		sd.kick()
+	}
+	return nil
+}
+
+// plan finds the persistent sessions a message goes to. QoS 0 messages are
+// handed to the online ones here and never queued; for QoS 1/2 it returns
+// the sessions whose queues get the message, split by the retain flag
+// they see, and the senders to wake once it is stored.
+func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (plain, retained []string, online []*sender) {
+	subs := h.index.Subscribers(pk.TopicName)
+	if len(subs.Subscriptions) == 0 {
+		return nil, nil, nil
+	}
 	for id := range subs.Subscriptions {
 		s := h.sessionOf(id)
 		if s == nil {
@@ -68,16 +101,7 @@ func (h *Hook) route(cl *mqtt.Client, pk packets.Packet) error {
 			online = append(online, sd)
 		}
 	}
-	if len(plain)+len(retained) == 0 {
-		return nil
-	}
-	if err := h.enqueue(cl, pk, plain, retained); err != nil {
-		return err
-	}
-	for _, sd := range online {
-		sd.kick()
-	}
-	return nil
+	return plain, retained, online
 }
 
 // enqueue writes the message for both groups of sessions; the two writes

@@ -183,6 +183,7 @@ func expiryInterval(server *mqtt.Server, cl *mqtt.Client) uint32 {
 // OnDisconnect stops delivery; a session that ends with its connection
 // (MQTT 5 session expiry 0) is deleted with its queue.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.forgetPipeline(cl)
 	s := h.sessionOf(cl.ID)
 	if s == nil || !s.detach(cl) {
 		return // not ours, or an old connection of a session taken over

@@ -1,0 +1,177 @@
+package offline
+
+import (
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// relayListener names the inline clients that re-inject a stored message
+// into mochi, so that OnPublish lets them through.
+const relayListener = "mqhub-relay"
+
+// maxPipelined bounds the QoS 1 publishes of one connection waiting for
+// their group commit; a publisher beyond it waits (back-pressure).
+const maxPipelined = 1024
+
+// pipeline holds the QoS 1 publishes of one connection while their writes
+// commit, so that the connection's reader is not blocked for an fsync per
+// message: many of its publishes share one group commit. When a write is
+// durable the pipeline does what mochi would have done, in the order the
+// publishes arrived: it hands the message to mochi for the other
+// subscribers and retained storage (through an inline relay client), wakes
+// the persistent sessions' senders, and sends PUBACK.
+type pipeline struct {
+	h     *Hook
+	cl    *mqtt.Client
+	relay *mqtt.Client
+	slots chan struct{} // one per publish in the pipeline
+
+	mu      sync.Mutex
+	pending []*pipelined
+
+	running atomic.Bool
+	again   atomic.Bool
+}
+
+type pipelined struct {
+	pk        packets.Packet
+	online    []*sender
+	remaining atomic.Int32 // writes not yet committed
+	mu        sync.Mutex
+	err       error
+}
+
+func (h *Hook) pipelineOf(cl *mqtt.Client) *pipeline {
+	if p, ok := h.pipelines.Load(cl); ok {
+		return p.(*pipeline)
+	}
+	relay := h.server.NewClient(nil, relayListener, cl.ID, true)
+	relay.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	relay.Properties.Username = cl.Properties.Username
+	p := &pipeline{h: h, cl: cl, relay: relay, slots: make(chan struct{}, maxPipelined)}
+	actual, _ := h.pipelines.LoadOrStore(cl, p)
+	return actual.(*pipeline)
+}
+
+// add starts the durable writes of one publish; PUBACK follows when they
+// commit. It blocks only while maxPipelined publishes are waiting.
+func (p *pipeline) add(pk packets.Packet, plain, retained []string, online []*sender) {
+	p.slots <- struct{}{}
+	e := &pipelined{pk: pk, online: online}
+	writes := 0
+	for _, ids := range [][]string{plain, retained} {
+		if len(ids) > 0 {
+			writes++
+		}
+	}
+	e.remaining.Store(int32(writes))
+	p.mu.Lock()
+	p.pending = append(p.pending, e)
+	p.mu.Unlock()
+
+	for i, ids := range [][]string{plain, retained} {
+		if len(ids) == 0 {
+			continue
+		}
+		n := int64(len(ids))
+		err := p.h.store.EnqueueAsync(ids, toMessage(p.cl, pk, i == 1), func(_ []uint64, err error) {
+			if err == nil {
+				p.h.stats.Enqueued.Add(n)
+			}
+			p.written(e, err)
+		})
+		if err != nil {
+			p.written(e, err)
+		}
+	}
+}
+
+// written records the outcome of one write; it may run on the store's
+// commit goroutine, so it only records and kicks.
+func (p *pipeline) written(e *pipelined, err error) {
+	if err != nil {
+		e.mu.Lock()
+		if e.err == nil {
+			e.err = err
+		}
+		e.mu.Unlock()
+	}
+	if e.remaining.Add(-1) == 0 {
+		p.kick()
+	}
+}
+
+func (p *pipeline) kick() {
+	if !p.running.CompareAndSwap(false, true) {
+		p.again.Store(true)
+		return
+	}
+	p.h.senders.Add(1)
+	go p.run()
+}
+
+func (p *pipeline) run() {
+	defer p.h.senders.Done()
+	for {
+		p.again.Store(false)
+		p.drain()
+		p.running.Store(false)
+		if !p.again.Load() || !p.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// drain completes the committed publishes at the head, in arrival order:
+// a later publish never gets its PUBACK before an earlier one [MQTT-4.6.0-2].
+func (p *pipeline) drain() {
+	for {
+		p.mu.Lock()
+		if len(p.pending) == 0 || p.pending[0].remaining.Load() > 0 {
+			p.mu.Unlock()
+			return
+		}
+		e := p.pending[0]
+		p.pending[0] = nil
+		p.pending = p.pending[1:]
+		p.mu.Unlock()
+		p.complete(e)
+		<-p.slots
+	}
+}
+
+func (p *pipeline) complete(e *pipelined) {
+	e.mu.Lock()
+	err := e.err
+	e.mu.Unlock()
+	if err != nil {
+		_ = p.h.refuse(p.cl, e.pk, err)
+		return
+	}
+	pk := e.pk
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
+	if err := p.h.server.InjectPacket(p.relay, pk); err != nil {
+		p.h.sampled.Warn().Err(err).Str("client_id", p.cl.ID).Str("topic", pk.TopicName).Msg("stored message not handed to other subscribers")
+	}
+	// The message was counted when it arrived; the relay must not count it twice.
+	atomic.AddInt64(&p.h.server.Info.MessagesReceived, -1)
+	atomic.AddInt64(&p.h.server.Info.PacketsReceived, -1)
+	for _, sd := range e.online {
+		sd.kick()
+	}
+	_ = p.cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    pk.PacketID,
+		ReasonCode:  packets.CodeSuccess.Code,
+	})
+}
+
+// forget drops the pipeline of a closed connection once nothing waits in
+// it; a publish still committing completes (delivery included) but its
+// PUBACK has no connection to go to, and the client re-sends it.
+func (h *Hook) forgetPipeline(cl *mqtt.Client) {
+	h.pipelines.Delete(cl)
+}
