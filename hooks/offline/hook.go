@@ -91,6 +91,7 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
 		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnWillSent,
+		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
 	}, []byte{b})
 }
 
@@ -125,8 +126,12 @@ func (h *Hook) Restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore sessions: %w", err)
 	}
-	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 {
-		h.log.Info().Int64("sessions", n).Int("expired", len(expired)).Msg("persistent sessions restored")
+	retained, err := h.restoreRetained()
+	if err != nil {
+		return err
+	}
+	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 || retained > 0 {
+		h.log.Info().Int64("sessions", n).Int("expired_sessions", len(expired)).Int("retained", retained).Msg("state restored from the store")
 	}
 	return nil
 }

@@ -353,3 +353,44 @@ func TestOfflineDrainInOrder(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestRetainedMessagesSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	withDir := func(c *broker.Config) { c.DataDir = dir; c.LogLevel = "info" }
+	first := testutil.StartHub(t, withDir)
+	pub := testutil.Connect(t, testutil.Dial(t, first.MQTTAddr()), &paho.Connect{ClientID: "lamp", CleanStart: true})
+	pub.Publish(t, &paho.Publish{Topic: "status/lamp", QoS: 1, Retain: true, Payload: []byte("on")})
+	pub.Publish(t, &paho.Publish{Topic: "status/door", QoS: 1, Retain: true, Payload: []byte("open")})
+	pub.Publish(t, &paho.Publish{Topic: "status/door", QoS: 1, Retain: true}) // cleared
+	pub.Publish(t, &paho.Publish{Topic: "status/fan", QoS: 0, Retain: true, Payload: []byte("off"),
+		Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "room", Value: "hall"}}}})
+	disconnect(t, pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	second := testutil.StartHub(t, withDir)
+	sub := testutil.Connect(t, testutil.Dial(t, second.MQTTAddr()), &paho.Connect{ClientID: "viewer", CleanStart: true})
+	sub.Subscribe(t, "status/#", 1)
+	got := map[string]string{}
+	for range 2 {
+		m := sub.Next(t, 5*time.Second)
+		if !m.Retain {
+			t.Fatalf("%s delivered without the retain flag", m.Topic)
+		}
+		got[m.Topic] = string(m.Payload)
+		if m.Topic == "status/fan" && m.Properties.User.Get("room") != "hall" {
+			t.Fatalf("user property lost: %+v", m.Properties.User)
+		}
+	}
+	if got["status/lamp"] != "on" || got["status/fan"] != "off" || len(got) != 2 {
+		t.Fatalf("retained after restart: %v", got)
+	}
+	select {
+	case m := <-sub.Messages:
+		t.Fatalf("unexpected %q on %q (the cleared door?)", m.Payload, m.Topic)
+	default:
+	}
+}
