@@ -408,3 +408,49 @@ func (s *Store) write(ctx context.Context, entries []kv) error {
 func (s *Store) writeAsync(entries []kv, done func(error)) error {
 	return s.submit(&writeOp{entries: entries, done: done})
 }
+
+// DeleteOrphanQueues deletes every queue that has no session record: the
+// queues of clean sessions (which are never stored) left behind when the
+// process stopped without closing them. Call it at start, before clients
+// connect. It returns the client IDs of the queues deleted.
+func (s *Store) DeleteOrphanQueues(ctx context.Context) ([]string, error) {
+	var deleted []string
+	seek := []byte{famCounters}
+	for {
+		var page []string
+		var next []byte
+		err := s.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famCounters}})
+			defer it.Close()
+			for it.Seek(seek); it.Valid(); it.Next() {
+				if len(page) == purgeChunk {
+					next = it.Item().KeyCopy(nil)
+					return nil
+				}
+				id, ok := sidFromKey(it.Item().Key())
+				if !ok {
+					continue
+				}
+				if _, err := txn.Get(sessionKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
+					page = append(page, id)
+				} else if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("storage: scan queues: %w", err)
+		}
+		for _, id := range page {
+			if err := s.DeleteSession(ctx, id); err != nil {
+				return deleted, err
+			}
+			deleted = append(deleted, id)
+		}
+		if next == nil {
+			return deleted, nil
+		}
+		seek = next
+	}
+}

@@ -145,3 +145,32 @@ func TestDeleteExpiredSessions(t *testing.T) {
 		t.Fatalf("second sweep deleted %v", got)
 	}
 }
+
+func TestDeleteOrphanQueues(t *testing.T) {
+	s := openStore(t, Options{})
+	kept := &Session{ClientID: "kept", ExpiryInterval: 60}
+	if err := s.PutSession(bg, kept); err != nil {
+		t.Fatal(err)
+	}
+	// More orphans than one scan page, to cross the paging.
+	ids := []string{"kept"}
+	for i := range purgeChunk + 3 {
+		ids = append(ids, fmt.Sprintf("clean-%04d", i))
+	}
+	if _, err := s.Enqueue(bg, ids, msg("t", "x")); err != nil {
+		t.Fatal(err)
+	}
+	deleted, err := s.DeleteOrphanQueues(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deleted) != purgeChunk+3 || slices.Contains(deleted, "kept") {
+		t.Fatalf("deleted %d queues (kept included: %v), want %d orphans", len(deleted), slices.Contains(deleted, "kept"), purgeChunk+3)
+	}
+	if n, err := s.Len("kept"); err != nil || n != 1 {
+		t.Fatalf("kept queue: %d, %v", n, err)
+	}
+	if n, err := s.Len("clean-0000"); err != nil || n != 0 {
+		t.Fatalf("orphan queue: %d, %v", n, err)
+	}
+}

@@ -5,14 +5,21 @@
 // Mochi keeps a disconnected session's messages in memory, capped at 65,535
 // packet IDs, sends PUBACK before any storage hook runs, drops QoS 1/2
 // messages for slow subscribers and re-sends queued messages out of order.
-// So for persistent sessions (MQTT 5 session expiry > 0, 3.1.1 clean
-// session = false) this package takes delivery over from mochi:
+// Under load its QoS 1/2 delivery can also deadlock: Inflight.NextImmediate
+// takes a read lock twice, and a publisher's Inflight.Set between the two
+// blocks both for good (publishers then never get their PUBACK).
 //
-//   - their subscriptions live in this package's index and in the store,
-//     not in mochi's topic index, so mochi never delivers to them;
+// So this package takes QoS 1/2 delivery over from mochi for every session;
+// persistent ones (MQTT 5 session expiry > 0, 3.1.1 clean session = false)
+// also survive their connection and the process:
+//
+//   - subscriptions live in this package's index (and, for persistent
+//     sessions, in the store), not in mochi's topic index, so mochi never
+//     delivers to them;
 //   - OnPublish (which runs before mochi acknowledges) appends a QoS 1/2
-//     message to the disk queue of every matching persistent session and
-//     returns only when the write is durable, so PUBACK/PUBREC means "safe";
+//     message to the disk queue of every matching session and acknowledges
+//     only when the write is durable, so PUBACK/PUBREC means "safe", and a
+//     slow subscriber's backlog waits on disk instead of being dropped;
 //   - a sender per online session reads its queue from disk in order and
 //     writes it to the client, at most Receive Maximum unacknowledged at a
 //     time, assigning packet IDs at send time; PUBACK/PUBCOMP removes the
@@ -21,6 +28,8 @@
 //   - sessions are restored at start from the store, so a client resuming
 //     after a restart gets session present and its queue.
 //
-// Clean sessions, QoS 0 to offline sessions, shared subscriptions and the
-// retained messages sent on subscribe stay on mochi's in-memory path.
+// QoS 0 goes to online sessions only, through a small bounded backlog per
+// session. Shared subscriptions and the retained messages sent on
+// subscribe stay on mochi's in-memory path. Clean sessions are never
+// stored; a queue they leave behind in a crash is deleted at start.
 package offline

@@ -54,7 +54,7 @@ type Hook struct {
 	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
 
 	mu       sync.Mutex
-	sessions map[string]*session // persistent sessions by client ID
+	sessions map[string]*session // sessions by client ID: persistent ones and connected clean ones
 	stopped  bool
 	senders  sync.WaitGroup
 
@@ -107,12 +107,25 @@ func (h *Hook) Restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("delete expired sessions: %w", err)
 	}
+	orphans, err := h.store.DeleteOrphanQueues(ctx)
+	if err != nil {
+		return fmt.Errorf("delete queues of clean sessions: %w", err)
+	}
 	h.stats.ExpiredTotal.Add(int64(len(expired)))
 	err = h.store.ListSessions(func(rec *storage.Session) error {
 		if rec.Clean {
 			return nil
 		}
-		s := newSession(rec)
+		s := restoredSession(rec)
+		if rec.DisconnectedAt == 0 {
+			// Connected when the process died: its last sends may not have
+			// been recorded (marks are written after the PUBLISH).
+			last, err := h.store.LastSeq(rec.ClientID)
+			if err != nil {
+				return err
+			}
+			s.uncertainUpTo = last
+		}
 		h.mu.Lock()
 		h.sessions[rec.ClientID] = s
 		h.mu.Unlock()
@@ -130,8 +143,9 @@ func (h *Hook) Restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 || retained > 0 {
-		h.log.Info().Int64("sessions", n).Int("expired_sessions", len(expired)).Int("retained", retained).Msg("state restored from the store")
+	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 || len(orphans) > 0 || retained > 0 {
+		h.log.Info().Int64("sessions", n).Int("expired_sessions", len(expired)).Int("clean_queues_deleted", len(orphans)).
+			Int("retained", retained).Msg("state restored from the store")
 	}
 	return nil
 }

@@ -394,3 +394,50 @@ func TestRetainedMessagesSurviveRestart(t *testing.T) {
 	default:
 	}
 }
+
+// TestCleanSubscriberUnderLoad is fan-in at QoS 1 to a clean-session
+// subscriber with a small Receive Maximum. On mochi's own delivery path
+// this loses messages beyond the subscriber's pending writes, and can
+// deadlock (Inflight.NextImmediate read-locks twice against a publisher's
+// Inflight.Set), after which publishers never get their PUBACK.
+func TestCleanSubscriberUnderLoad(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "warn"; c.Durability = broker.DurabilityInterval })
+	rm := uint16(64)
+	sub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{
+		ClientID: "sink", CleanStart: true, Properties: &paho.ConnectProperties{ReceiveMaximum: &rm},
+	})
+	sub.Subscribe(t, "load/#", 1)
+
+	const publishers, each, inflight = 8, 1500, 16
+	var wg sync.WaitGroup
+	for p := range publishers {
+		pub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: fmt.Sprint("pub-", p), CleanStart: true})
+		sem := make(chan struct{}, inflight)
+		for k := range each {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if _, err := pub.Client.Publish(ctx, &paho.Publish{Topic: fmt.Sprint("load/", p), QoS: 1, Payload: fmt.Appendf(nil, "%d:%d", p, k)}); err != nil {
+					t.Errorf("publisher %d message %d: %v", p, k, err)
+				}
+			}()
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < publishers*each {
+		select {
+		case m := <-sub.Messages:
+			if seen[string(m.Payload)] {
+				t.Fatalf("duplicate %s", m.Payload)
+			}
+			seen[string(m.Payload)] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of %d messages arrived", len(seen), publishers*each)
+		}
+	}
+	wg.Wait()
+}

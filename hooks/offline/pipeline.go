@@ -32,8 +32,7 @@ type pipeline struct {
 	mu      sync.Mutex
 	pending []*pipelined
 
-	running atomic.Bool
-	again   atomic.Bool
+	kicker kicker
 }
 
 type pipelined struct {
@@ -58,35 +57,14 @@ func (h *Hook) pipelineOf(cl *mqtt.Client) *pipeline {
 
 // add starts the durable writes of one publish; PUBACK follows when they
 // commit. It blocks only while maxPipelined publishes are waiting.
-func (p *pipeline) add(pk packets.Packet, plain, retained []string, online []*sender) {
+func (p *pipeline) add(pk packets.Packet, writes []write, online []*sender) {
 	p.slots <- struct{}{}
 	e := &pipelined{pk: pk, online: online}
-	writes := 0
-	for _, ids := range [][]string{plain, retained} {
-		if len(ids) > 0 {
-			writes++
-		}
-	}
-	e.remaining.Store(int32(writes))
+	e.remaining.Store(int32(len(writes)))
 	p.mu.Lock()
 	p.pending = append(p.pending, e)
 	p.mu.Unlock()
-
-	for i, ids := range [][]string{plain, retained} {
-		if len(ids) == 0 {
-			continue
-		}
-		n := int64(len(ids))
-		err := p.h.store.EnqueueAsync(ids, toMessage(p.cl, pk, i == 1), func(_ []uint64, err error) {
-			if err == nil {
-				p.h.stats.Enqueued.Add(n)
-			}
-			p.written(e, err)
-		})
-		if err != nil {
-			p.written(e, err)
-		}
-	}
+	p.h.startWrites(p.cl, pk, writes, func(err error) { p.written(e, err) })
 }
 
 // written records the outcome of one write; it may run on the store's
@@ -104,26 +82,7 @@ func (p *pipeline) written(e *pipelined, err error) {
 	}
 }
 
-func (p *pipeline) kick() {
-	if !p.running.CompareAndSwap(false, true) {
-		p.again.Store(true)
-		return
-	}
-	p.h.senders.Add(1)
-	go p.run()
-}
-
-func (p *pipeline) run() {
-	defer p.h.senders.Done()
-	for {
-		p.again.Store(false)
-		p.drain()
-		p.running.Store(false)
-		if !p.again.Load() || !p.running.CompareAndSwap(false, true) {
-			return
-		}
-	}
-}
+func (p *pipeline) kick() { p.kicker.kick(&p.h.senders, p.drain) }
 
 // drain completes the committed publishes at the head, in arrival order:
 // a later publish never gets its PUBACK before an earlier one [MQTT-4.6.0-2].

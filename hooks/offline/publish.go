@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"errors"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -10,29 +11,40 @@ import (
 	"github.com/mqhub/mqhub/storage"
 )
 
+// maxSessionsPerWrite bounds the sessions of one queue write, so that a
+// message for a large group stays within one Badger transaction.
+const maxSessionsPerWrite = 256
+
+// write is one queue write of a message: the sessions it goes to, all
+// seeing the same retain flag.
+type write struct {
+	ids    []string
+	retain bool
+}
+
 // OnPublish runs on the publisher's read goroutine before mochi sends
-// PUBACK/PUBREC. A QoS 1/2 message for persistent sessions is appended to
-// their queues and OnPublish returns only when that is durable; if it
-// cannot be stored, the publisher is refused (MQTT 5: PUBACK/PUBREC with a
-// reason code; 3.1.1, which has none: the connection is closed, so the
-// client re-sends after reconnecting). Concurrent publishers share group
-// commits in the store.
+// PUBACK/PUBREC. A QoS 1/2 message for our sessions is appended to their
+// queues before it is acknowledged; if it cannot be stored, the publisher
+// is refused (MQTT 5: PUBACK/PUBREC with a reason code; 3.1.1, which has
+// none: the connection is closed, so the client re-sends after
+// reconnecting).
 //
-// A QoS 1 publish from a client is pipelined instead (pipeline.go): the
-// reader goes on while the write commits, and the PUBACK follows it.
+// A QoS 1 publish from a client is pipelined (pipeline.go): the reader
+// goes on while the write commits, and the PUBACK follows it. QoS 2 and
+// server-side publishes wait for the commit here.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline && cl.Net.Listener == relayListener {
 		return pk, nil // a stored message coming back from the pipeline
 	}
-	plain, retained, online := h.plan(cl, pk)
-	if len(plain)+len(retained) == 0 {
+	writes, online := h.plan(cl, pk)
+	if len(writes) == 0 {
 		return pk, nil
 	}
 	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
-		h.pipelineOf(cl).add(pk, plain, retained, online)
+		h.pipelineOf(cl).add(pk, writes, online)
 		return pk, packets.ErrRejectPacket // mochi neither acknowledges nor delivers: the pipeline will
 	}
-	if err := h.enqueue(cl, pk, plain, retained); err != nil {
+	if err := h.enqueue(cl, pk, writes); err != nil {
 		return pk, h.refuse(cl, pk, err)
 	}
 	for _, sd := range online {
@@ -41,40 +53,38 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
-// OnWillSent routes a will to persistent sessions: mochi publishes wills
-// straight to its own index, without OnPublish.
+// OnWillSent routes a will to our sessions: mochi publishes wills straight
+// to its own index, without OnPublish.
 func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
-	if err := h.route(cl, pk); err != nil {
-		h.stats.Refused.Add(1)
-		h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("topic", pk.TopicName).Msg("will not queued for persistent sessions")
+	// Mochi keeps a delayed will's send time in Expiry; the message itself
+	// expires like any other.
+	pk.Expiry = 0
+	if max := h.server.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 {
+		pk.Expiry = time.Now().Unix() + max
 	}
-}
-
-// route delivers a message to the persistent sessions subscribed to its
-// topic: QoS 0 to the online ones at once, QoS 1/2 through their queues.
-func (h *Hook) route(cl *mqtt.Client, pk packets.Packet) error {
-	plain, retained, online := h.plan(cl, pk)
-	if len(plain)+len(retained) == 0 {
-		return nil
-	}
-	if err := h.enqueue(cl, pk, plain, retained); err != nil {
-		return err
+	writes, online := h.plan(cl, pk)
+	if len(writes) > 0 {
+		if err := h.enqueue(cl, pk, writes); err != nil {
+			h.stats.Refused.Add(1)
+			h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("topic", pk.TopicName).Msg("will not queued")
+			return
+		}
 	}
 	for _, sd := range online {
 		sd.kick()
 	}
-	return nil
 }
 
-// plan finds the persistent sessions a message goes to. QoS 0 messages are
-// handed to the online ones here and never queued; for QoS 1/2 it returns
-// the sessions whose queues get the message, split by the retain flag
-// they see, and the senders to wake once it is stored.
-func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (plain, retained []string, online []*sender) {
+// plan finds the sessions a message goes to. QoS 0 messages are handed to
+// the online ones here and never queued; for QoS 1/2 it returns the queue
+// writes (sessions split by the retain flag they see, in chunks) and the
+// senders to wake once the message is stored.
+func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online []*sender) {
 	subs := h.index.Subscribers(pk.TopicName)
 	if len(subs.Subscriptions) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
+	var plain, retained []string
 	for id := range subs.Subscriptions {
 		s := h.sessionOf(id)
 		if s == nil {
@@ -92,6 +102,7 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (plain, retained []strin
 			}
 			continue // QoS 0 is not queued for offline sessions
 		}
+		s.queued.Store(true)
 		if pk.FixedHeader.Retain && keepRetain {
 			retained = append(retained, id)
 		} else {
@@ -101,43 +112,48 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (plain, retained []strin
 			online = append(online, sd)
 		}
 	}
-	return plain, retained, online
+	for _, group := range []write{{plain, false}, {retained, true}} {
+		for len(group.ids) > 0 {
+			n := min(len(group.ids), maxSessionsPerWrite)
+			writes = append(writes, write{group.ids[:n], group.retain})
+			group.ids = group.ids[n:]
+		}
+	}
+	return writes, online
 }
 
-// enqueue writes the message for both groups of sessions; the two writes
-// join the same group commit.
-func (h *Hook) enqueue(cl *mqtt.Client, pk packets.Packet, plain, retained []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
-	defer cancel()
-	results := make(chan error, 2)
-	pending := 0
-	for _, group := range []struct {
-		ids    []string
-		retain bool
-	}{{plain, false}, {retained, true}} {
-		if len(group.ids) == 0 {
-			continue
-		}
-		n := len(group.ids)
-		err := h.store.EnqueueAsync(group.ids, toMessage(cl, pk, group.retain), func(_ []uint64, err error) {
+// startWrites submits the queue writes of one message; done is called once
+// per write, possibly on the store's commit goroutine, so it must not
+// block.
+func (h *Hook) startWrites(cl *mqtt.Client, pk packets.Packet, writes []write, done func(error)) {
+	for _, w := range writes {
+		n := int64(len(w.ids))
+		err := h.store.EnqueueAsync(w.ids, toMessage(cl, pk, w.retain), func(_ []uint64, err error) {
 			if err == nil {
-				h.stats.Enqueued.Add(int64(n))
+				h.stats.Enqueued.Add(n)
 			}
-			results <- err
+			done(err)
 		})
 		if err != nil {
-			results <- err
+			done(err)
 		}
-		pending++
 	}
+}
+
+// enqueue writes the message and waits until every write committed (they
+// join the same group commit).
+func (h *Hook) enqueue(cl *mqtt.Client, pk packets.Packet, writes []write) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
+	defer cancel()
+	results := make(chan error, len(writes))
+	h.startWrites(cl, pk, writes, func(err error) { results <- err })
 	var errs []error
-	for range pending {
+	for range writes {
 		select {
 		case err := <-results:
 			errs = append(errs, err)
 		case <-ctx.Done():
-			errs = append(errs, ctx.Err())
-			pending = 0
+			return ctx.Err()
 		}
 	}
 	return errors.Join(errs...)

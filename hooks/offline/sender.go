@@ -3,7 +3,6 @@ package offline
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -33,8 +32,7 @@ type sender struct {
 	lastSeq  uint64            // highest seq sent on this connection
 	qos0     []packets.Packet  // live QoS 0 messages, not queued on disk
 
-	running atomic.Bool
-	again   atomic.Bool
+	kicker kicker
 }
 
 func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
@@ -46,26 +44,7 @@ func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
 }
 
 // kick makes sure a goroutine sends what can be sent now.
-func (sd *sender) kick() {
-	if !sd.running.CompareAndSwap(false, true) {
-		sd.again.Store(true) // the running goroutine looks again before it exits
-		return
-	}
-	sd.h.senders.Add(1)
-	go sd.run()
-}
-
-func (sd *sender) run() {
-	defer sd.h.senders.Done()
-	for {
-		sd.again.Store(false)
-		sd.fill()
-		sd.running.Store(false)
-		if !sd.again.Load() || !sd.running.CompareAndSwap(false, true) {
-			return
-		}
-	}
-}
+func (sd *sender) kick() { sd.kicker.kick(&sd.h.senders, sd.fill) }
 
 // stop ends delivery on this connection. Packet IDs still in flight are
 // taken out of mochi's inflight map, so that mochi does not re-send them
@@ -198,7 +177,7 @@ func (sd *sender) send(e *storage.Entry) bool {
 		pid = uint16(next)
 	}
 	pk.PacketID = pid
-	pk.FixedHeader.Dup = e.PacketID != 0
+	pk.FixedHeader.Dup = e.PacketID != 0 || e.Seq <= sd.s.uncertainUpTo
 	if pid != e.PacketID {
 		if err := sd.h.store.MarkSentAsync(sd.s.id, e.Seq, pid, nil); err != nil {
 			return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -12,17 +13,34 @@ import (
 	"github.com/mqhub/mqhub/storage"
 )
 
-// session is a persistent session known to the hub, online or not.
+// session is an MQTT session known to the hub: a persistent one, online
+// or not, or the clean session of a connected client. Only persistent
+// sessions have a record in the store (rec.Clean is false); every session
+// that was sent a QoS 1/2 message has a queue there.
 type session struct {
-	id string
+	id     string
+	queued atomic.Bool // a queue entry may exist on disk
+	// uncertainUpTo is the last queue entry that may have been sent before
+	// the process died without recording it (the session was connected at
+	// the time): its first send now is marked DUP, as it might be one.
+	uncertainUpTo uint64
 
 	mu     sync.Mutex
-	rec    storage.Session // the durable record, subscriptions included
+	rec    storage.Session // the record, subscriptions included
+	stored bool            // rec was written to the store
 	sender *sender         // set while a client is connected
 }
 
 func newSession(rec *storage.Session) *session {
 	return &session{id: rec.ClientID, rec: *rec}
+}
+
+// restoredSession is a persistent session read back from the store.
+func restoredSession(rec *storage.Session) *session {
+	s := newSession(rec)
+	s.stored = true
+	s.queued.Store(true)
+	return s
 }
 
 // persistent reports whether a client's session outlives its connection.
@@ -149,9 +167,6 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s := h.sessionOf(cl.ID)
 	if s == nil {
-		if !persistent(cl) {
-			return // a clean session: mochi's
-		}
 		s = newSession(&storage.Session{ClientID: cl.ID})
 		h.mu.Lock()
 		if h.stopped {
@@ -165,9 +180,17 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s.rec.User = string(cl.Properties.Username)
 	s.rec.ProtocolVersion = cl.Properties.ProtocolVersion
 	s.rec.ExpiryInterval = expiryInterval(h.server, cl)
+	s.rec.Clean = !persistent(cl)
 	s.rec.DisconnectedAt = 0
 	s.mu.Unlock()
 	h.saveSession(s)
+	// Mochi's flow control must stay off for this client: after every
+	// packet it reads, mochi looks for a held-back message with
+	// Inflight.NextImmediate, which takes the inflight read lock twice and
+	// deadlocks against a concurrent Inflight.Set (found under load here).
+	// With a send quota of 0 that look never happens; our sender enforces
+	// the client's Receive Maximum instead.
+	cl.State.Inflight.ResetSendQuota(0)
 	s.attach(h, cl)
 }
 
@@ -181,7 +204,7 @@ func expiryInterval(server *mqtt.Server, cl *mqtt.Client) uint32 {
 }
 
 // OnDisconnect stops delivery; a session that ends with its connection
-// (MQTT 5 session expiry 0) is deleted with its queue.
+// (clean, or MQTT 5 session expiry 0) is deleted with its queue.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.forgetPipeline(cl)
 	s := h.sessionOf(cl.ID)
@@ -206,8 +229,8 @@ func (h *Hook) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
-// OnSubscribed moves the new subscriptions of a persistent session from
-// mochi's index to ours and stores them before SUBACK is sent. Shared
+// OnSubscribed moves new subscriptions from mochi's index to ours (and, for
+// a persistent session, stores them before SUBACK is sent). Shared
 // subscriptions stay with mochi.
 func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	s := h.sessionOf(cl.ID)
@@ -237,7 +260,7 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 }
 
-// OnUnsubscribed removes subscriptions of a persistent session.
+// OnUnsubscribed removes subscriptions from our index and the record.
 func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	s := h.sessionOf(cl.ID)
 	if s == nil || s.current(cl) == nil {
@@ -252,10 +275,17 @@ func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	h.saveSession(s)
 }
 
-// saveSession writes the session record durably; a failure is logged and
-// the in-memory state stays authoritative until the next save.
+// saveSession writes a persistent session's record durably; a failure is
+// logged and the in-memory state stays authoritative until the next save.
+// Clean sessions are not stored.
 func (h *Hook) saveSession(s *session) {
 	rec := s.record()
+	if rec.Clean {
+		return
+	}
+	s.mu.Lock()
+	s.stored = true
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
 	defer cancel()
 	if err := h.store.PutSession(ctx, &rec); err != nil {
@@ -273,6 +303,12 @@ func (h *Hook) dropSession(s *session, why string) {
 	h.mu.Unlock()
 	for _, sub := range s.record().Subscriptions {
 		h.index.Unsubscribe(sub.Filter, s.id)
+	}
+	s.mu.Lock()
+	onDisk := s.stored || s.queued.Load()
+	s.mu.Unlock()
+	if !onDisk {
+		return // a clean session that never had a queue: nothing to delete
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
 	defer cancel()
