@@ -115,6 +115,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Logger:      log,
 		MaxInflight: cfg.MaxInflight,
 	})
+	b.metrics.registerOffline(b.offline.Stats())
 
 	access := hooks.NewAccess(hooks.AccessOptions{Server: b.mochi, AllowAnonymous: cfg.AllowAnonymous, Logger: log})
 	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access, b.offline} {

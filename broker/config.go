@@ -42,6 +42,7 @@ type Config struct {
 	TLSClientAuth string // none, optional or require
 
 	AllowAnonymous bool // let clients in without credentials (development only)
+	Pprof          bool // serve Go's /debug/pprof profiles on the HTTP listener
 
 	LogLevel  string // trace, debug, info, warn, error
 	LogFormat string // console or json

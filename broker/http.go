@@ -3,6 +3,7 @@ package broker
 import (
 	"net"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -10,7 +11,8 @@ import (
 // newHTTPHandler serves the operational endpoints:
 //   - /healthz: 200 while the process is serving at all (liveness);
 //   - /readyz: 200 once every listener is up, 503 before and while shutting down;
-//   - /metrics: Prometheus text format.
+//   - /metrics: Prometheus text format;
+//   - /debug/pprof/: Go profiles, only with --pprof.
 func (b *Broker) newHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -27,6 +29,13 @@ func (b *Broker) newHTTPHandler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{}))
+	if b.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

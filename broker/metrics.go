@@ -6,6 +6,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mqhub/mqhub/hooks/offline"
 )
 
 // Reasons a connection ended abnormally, the label values of
@@ -67,6 +69,25 @@ func newMetrics(server *mqtt.Server) *metrics {
 		}, func() float64 { return float64(atomic.LoadInt64(&info.MessagesDropped)) }),
 	)
 	return m
+}
+
+// registerOffline exports the delivery counters of the offline hook.
+func (m *metrics) registerOffline(st *offline.Stats) {
+	for _, c := range []struct {
+		name, help string
+		v          func() int64
+	}{
+		{"mqhub_queue_enqueued_total", "Queue entries written (one per session per QoS 1/2 message).", st.Enqueued.Load},
+		{"mqhub_queue_delivered_total", "Queue entries acknowledged by the receiving client.", st.Delivered.Load},
+		{"mqhub_queue_resent_total", "Queue entries re-sent with DUP after a reconnect or restart.", st.Resent.Load},
+		{"mqhub_publishes_refused_total", "QoS 1/2 publishes refused because a queue was full or the store failed.", st.Refused.Load},
+		{"mqhub_qos0_dropped_total", "QoS 0 messages dropped for a congested subscriber.", st.QoS0Dropped.Load},
+		{"mqhub_queue_too_large_total", "Queue entries dropped as larger than the client's maximum packet size.", st.TooLarge.Load},
+		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
+	} {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+			func() float64 { return float64(c.v()) }))
+	}
 }
 
 func (m *metrics) connectionError(reason string) {

@@ -34,6 +34,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "PEM CA bundle that client certificates must chain to")
 	fs.StringVar(&c.TLSClientAuth, "tls-client-auth", c.TLSClientAuth, "client certificates on the TLS listener: none, optional or require")
 	fs.BoolVar(&c.AllowAnonymous, "allow-anonymous", c.AllowAnonymous, "let clients connect without credentials (development and tutorials only)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof on the HTTP listener (for diagnosing; keep that listener private)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: console or json")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "close a connection that has not sent CONNECT within this time")

@@ -1,9 +1,12 @@
 package offline_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -440,4 +443,83 @@ func TestCleanSubscriberUnderLoad(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// TestQoS0BackPressure checks the QoS 0 back-pressure: a subscriber that
+// keeps up gets every message of a fast fan-in (publishers wait for it
+// instead of its messages being dropped), and one that never reads costs
+// its publishers a bounded wait, after which its messages are dropped and
+// counted.
+func TestQoS0BackPressure(t *testing.T) {
+	fanIn := func(t *testing.T, hub *broker.Broker, publishers, each, size int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for p := range publishers {
+			pub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: fmt.Sprint("pub-", p), CleanStart: true})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range each {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := pub.Client.Publish(ctx, &paho.Publish{Topic: fmt.Sprint("fan/", p), QoS: 0, Payload: bytes.Repeat([]byte{'x'}, size)})
+					cancel()
+					if err != nil {
+						t.Errorf("publisher %d message %d: %v", p, k, err)
+						return
+					}
+				}
+			}()
+		}
+		t.Cleanup(wg.Wait)
+	}
+
+	t.Run("subscriber keeping up loses nothing", func(t *testing.T) {
+		hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "warn" })
+		sub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sink", CleanStart: true})
+		sub.Subscribe(t, "fan/#", 0)
+		const publishers, each = 4, 5000
+		fanIn(t, hub, publishers, each, 64)
+		for n := 0; n < publishers*each; n++ {
+			select {
+			case <-sub.Messages:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("subscriber got %d of %d QoS 0 messages; dropped %s, mochi dropped %s", n, publishers*each, metric(t, hub, "mqhub_qos0_dropped_total"), metric(t, hub, "mqhub_messages_dropped_total"))
+			}
+		}
+	})
+
+	t.Run("stuck subscriber does not stall publishers", func(t *testing.T) {
+		hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "warn" })
+		stuck := dialRaw(t, hub.MQTTAddr(), "stuck", 10) // never reads its socket
+		stuck.subscribe("fan/#", 0)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// 40 MB: far beyond what the socket buffers hold.
+			fanIn(t, hub, 4, 5000, 2048)
+		}()
+		<-done
+		testutil.Eventually(t, 20*time.Second, func() error {
+			if dropped := metric(t, hub, "mqhub_qos0_dropped_total"); dropped == "0" || dropped == "" {
+				return fmt.Errorf("mqhub_qos0_dropped_total = %q", dropped)
+			}
+			return nil
+		})
+	})
+}
+
+func metric(t *testing.T, hub *broker.Broker, name string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + hub.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package offline
 import (
 	"errors"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -11,8 +12,16 @@ import (
 )
 
 // maxQoS0Backlog bounds the QoS 0 messages waiting for an online session's
-// sender; beyond it they are dropped and counted, as MQTT allows.
-const maxQoS0Backlog = 256
+// sender. A publisher finding it full waits up to maxQoS0Wait for room
+// (back-pressure, so that a fast fan-in does not simply lose messages),
+// then the message is dropped and counted, as QoS 0 allows. After such a
+// timeout the session counts as congested and further messages are dropped
+// at once until its sender has written what it took: a stuck subscriber
+// costs its publishers one wait, not one per message.
+const (
+	maxQoS0Backlog = 512
+	maxQoS0Wait    = time.Second
+)
 
 // readBatch is how many queue entries one disk read returns at most.
 const readBatch = 128
@@ -26,11 +35,13 @@ type sender struct {
 	cl     *mqtt.Client
 	window int // unacknowledged messages allowed: client Receive Maximum, capped
 
-	mu       sync.Mutex
-	closed   bool
-	inflight map[uint16]uint64 // packet ID -> queue seq, sent and not acknowledged
-	lastSeq  uint64            // highest seq sent on this connection
-	qos0     []packets.Packet  // live QoS 0 messages, not queued on disk
+	mu        sync.Mutex
+	closed    bool
+	inflight  map[uint16]uint64 // packet ID -> queue seq, sent and not acknowledged
+	lastSeq   uint64            // highest seq sent on this connection
+	qos0      []packets.Packet  // live QoS 0 messages, not queued on disk
+	room      chan struct{}     // signalled when the QoS 0 backlog was taken
+	congested bool              // a publisher timed out waiting for room
 
 	kicker kicker
 }
@@ -40,7 +51,7 @@ func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
 	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
 		window = min(window, int(cl.Properties.Props.ReceiveMaximum))
 	}
-	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]uint64{}}
+	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]uint64{}, room: make(chan struct{}, 1)}
 }
 
 // kick makes sure a goroutine sends what can be sent now.
@@ -65,18 +76,43 @@ func (sd *sender) stop() {
 	}
 }
 
-// pushQoS0 hands a live QoS 0 message to the sender, or drops it when the
-// backlog is full.
+// pushQoS0 hands a live QoS 0 message to the sender. It runs on the
+// publisher's goroutine: when the backlog is full it waits, bounded, for
+// the sender to take it.
 func (sd *sender) pushQoS0(pk packets.Packet) {
-	sd.mu.Lock()
-	if sd.closed || len(sd.qos0) >= maxQoS0Backlog {
+	var timeout <-chan time.Time
+	for {
+		sd.mu.Lock()
+		if sd.closed {
+			sd.mu.Unlock()
+			return
+		}
+		if len(sd.qos0) < maxQoS0Backlog {
+			sd.qos0 = append(sd.qos0, pk)
+			sd.mu.Unlock()
+			sd.kick()
+			return
+		}
+		congested := sd.congested
 		sd.mu.Unlock()
-		sd.h.stats.QoS0Dropped.Add(1)
-		return
+		if congested {
+			sd.h.stats.QoS0Dropped.Add(1)
+			return
+		}
+		sd.kick()
+		if timeout == nil {
+			timeout = time.After(maxQoS0Wait)
+		}
+		select {
+		case <-sd.room:
+		case <-timeout:
+			sd.mu.Lock()
+			sd.congested = true
+			sd.mu.Unlock()
+			sd.h.stats.QoS0Dropped.Add(1)
+			return
+		}
 	}
-	sd.qos0 = append(sd.qos0, pk)
-	sd.mu.Unlock()
-	sd.kick()
 }
 
 // complete handles the client's acknowledgement of a packet ID: the entry
@@ -123,6 +159,15 @@ func (sd *sender) fill() {
 		for _, pk := range live {
 			if err := sd.cl.WritePacket(pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
 				return
+			}
+		}
+		if len(live) > 0 {
+			sd.mu.Lock()
+			sd.congested = false
+			sd.mu.Unlock()
+			select {
+			case sd.room <- struct{}{}:
+			default:
 			}
 		}
 		if room <= 0 {
