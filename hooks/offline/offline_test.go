@@ -523,3 +523,53 @@ func metric(t *testing.T, hub *broker.Broker, name string) string {
 	}
 	return ""
 }
+
+func TestExpiredSessionDeletedWithItsQueue(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info" })
+	c, _, err := testutil.TryConnect(testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{
+		ClientID: "brief", Properties: &paho.ConnectProperties{SessionExpiryInterval: ptr[uint32](1)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Subscribe(t, "u/brief/inbox", 1)
+	disconnect(t, c)
+	sender := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	sender.Publish(t, &paho.Publish{Topic: "u/brief/inbox", QoS: 1, Payload: []byte("too late")})
+
+	// Mochi checks session expiry every second.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if got := metric(t, hub, "mqhub_sessions_expired_total"); got != "1" {
+			return fmt.Errorf("mqhub_sessions_expired_total = %q", got)
+		}
+		return nil
+	})
+	back, ack := persistent(t, hub.MQTTAddr(), "brief")
+	defer disconnect(t, back)
+	if ack.SessionPresent {
+		t.Fatal("expired session still present")
+	}
+	back.Subscribe(t, "u/brief/inbox", 1)
+	sender.Publish(t, &paho.Publish{Topic: "u/brief/inbox", QoS: 1, Payload: []byte("fresh")})
+	if m := back.Next(t, 5*time.Second); string(m.Payload) != "fresh" {
+		t.Fatalf("got %q: the expired session's queue survived", m.Payload)
+	}
+}
+
+func TestExpiredMessageNotDelivered(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info" })
+	phone, _ := persistent(t, hub.MQTTAddr(), "phone")
+	phone.Subscribe(t, "u/phone/inbox", 1)
+	disconnect(t, phone)
+	sender := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "sender", CleanStart: true})
+	sender.Publish(t, &paho.Publish{Topic: "u/phone/inbox", QoS: 1, Payload: []byte("ephemeral"),
+		Properties: &paho.PublishProperties{MessageExpiry: ptr[uint32](1)}})
+	sender.Publish(t, &paho.Publish{Topic: "u/phone/inbox", QoS: 1, Payload: []byte("lasting")})
+
+	<-time.After(2100 * time.Millisecond) // the expiry interval has to pass: nothing to poll for
+	phone, _ = persistent(t, hub.MQTTAddr(), "phone")
+	defer disconnect(t, phone)
+	if m := phone.Next(t, 5*time.Second); string(m.Payload) != "lasting" {
+		t.Fatalf("got %q, want the expired message skipped", m.Payload)
+	}
+}
