@@ -93,11 +93,21 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	b.metrics = newMetrics(b.mochi)
 
+	// The store tells the offline hook when new queue entries can be read,
+	// which is before their fsync: delivery to online subscribers does not
+	// wait for the disk, only the publisher's PUBACK does.
+	var delivery atomic.Pointer[offline.Hook]
 	store, err := storage.Open(storage.Options{
-		Dir:          filepath.Join(cfg.DataDir, "store"),
-		Logger:       log,
-		Durability:   storage.Durability(cfg.Durability),
-		SyncInterval: cfg.SyncInterval,
+		Dir:               filepath.Join(cfg.DataDir, "store"),
+		Logger:            log,
+		Durability:        storage.Durability(cfg.Durability),
+		SyncInterval:      cfg.SyncInterval,
+		VisibleBeforeSync: true,
+		OnVisible: func(sessions []string) {
+			if h := delivery.Load(); h != nil {
+				h.Visible(sessions)
+			}
+		},
 		Queue: storage.QueueLimits{
 			MaxMessages: cfg.QueueMaxMessages,
 			MaxBytes:    int64(cfg.QueueMaxBytes),
@@ -115,6 +125,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Logger:      log,
 		MaxInflight: cfg.MaxInflight,
 	})
+	delivery.Store(b.offline)
 	b.metrics.registerOffline(b.offline.Stats())
 
 	access := hooks.NewAccess(hooks.AccessOptions{Server: b.mochi, AllowAnonymous: cfg.AllowAnonymous, Logger: log})

@@ -109,6 +109,16 @@ func (s *Store) commitBatch(ops []op) {
 	if len(b.done) == 0 {
 		return
 	}
+	// Publish: readers see the new counters (and so the new watermark)
+	// only now. Badger makes a transaction visible as soon as it commits,
+	// before our fsync, so without this watermark a reader could deliver a
+	// message that a crash would then un-write. VisibleBeforeSync accepts
+	// that (see Options) and publishes before the fsync; the callers are
+	// still answered only after it.
+	early := s.opts.Durability != DurabilitySync || s.opts.VisibleBeforeSync
+	if early {
+		s.publish(b)
+	}
 	if s.opts.Durability == DurabilitySync {
 		if err := s.sync(); err != nil {
 			// The data may be in the page cache but not on disk: nobody is
@@ -123,22 +133,33 @@ func (s *Store) commitBatch(ops []op) {
 		}
 		s.stats.Syncs.Add(1)
 	}
-	// Publish: readers see the new counters (and so the new watermark)
-	// only now, after the fsync. Badger makes a transaction visible as
-	// soon as it commits, before our fsync, so without this watermark a
-	// reader could deliver a message that a crash would then un-write.
+	if !early {
+		s.publish(b)
+	}
+	s.stats.Batches.Add(1)
+	s.stats.Ops.Add(uint64(len(b.done)))
+	for _, st := range b.done {
+		st.o.finish(nil)
+	}
+}
+
+// publish makes a batch's queue changes visible to Read and tells
+// Options.OnVisible which sessions changed.
+func (s *Store) publish(b *batch) {
+	var ids []string
 	s.mu.Lock()
 	for st := range b.touched {
 		st.pub = st.work
 		if st.work.forget && s.queues[st.id] == st {
 			delete(s.queues, st.id)
 		}
+		if s.opts.OnVisible != nil {
+			ids = append(ids, st.id)
+		}
 	}
 	s.mu.Unlock()
-	s.stats.Batches.Add(1)
-	s.stats.Ops.Add(uint64(len(b.done)))
-	for _, st := range b.done {
-		st.o.finish(nil)
+	if len(ids) > 0 {
+		s.opts.OnVisible(ids)
 	}
 }
 

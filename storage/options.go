@@ -100,6 +100,19 @@ type Options struct {
 	// messages, 256 MiB, no age limit, PolicyRefuseNew).
 	Queue QueueLimits
 
+	// VisibleBeforeSync makes new queue entries readable as soon as their
+	// batch is committed to Badger, before its fsync under DurabilitySync;
+	// the callers are still answered only after the fsync. A reader may
+	// then deliver a message that a crash un-writes: its writer was never
+	// told it was stored, so it sends it again, and the reader gets it a
+	// second time. The hub accepts that at QoS 1 to take the fsync out of
+	// the delivery latency.
+	VisibleBeforeSync bool
+	// OnVisible, when set, is called by the commit goroutine with the
+	// sessions whose queues changed, once the change is visible to Read.
+	// It must return quickly and must not call the Store.
+	OnVisible func(sessions []string)
+
 	// Now returns the current time (default time.Now); tests replace it to
 	// drive expiry without sleeping.
 	Now func() time.Time

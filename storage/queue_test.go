@@ -526,3 +526,41 @@ func TestTooLarge(t *testing.T) {
 		t.Fatalf("seq = %d", seqs[0])
 	}
 }
+
+// TestVisibleBeforeSync: with VisibleBeforeSync an entry is readable, and
+// OnVisible names its session, while its fsync is still running; the
+// writer is answered only after the fsync.
+func TestVisibleBeforeSync(t *testing.T) {
+	visible := make(chan []string, 10)
+	s := openStore(t, Options{VisibleBeforeSync: true, OnVisible: func(ids []string) { visible <- ids }})
+	release := make(chan struct{})
+	inSync := make(chan struct{}, 1)
+	slow := func() error {
+		inSync <- struct{}{}
+		<-release
+		return nil
+	}
+	s.faults.sync.Store(&slow)
+	answered := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(bg, []string{"a"}, msg("t", "early"))
+		answered <- err
+	}()
+	<-inSync // the batch is committed and its fsync is running
+	if ids := <-visible; !slices.Equal(ids, []string{"a"}) {
+		t.Fatalf("OnVisible(%v), want [a]", ids)
+	}
+	if got := seqsOf(mustRead(t, s, "a", 0, 10)); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("queue during fsync = %v, want [1]", got)
+	}
+	select {
+	case err := <-answered:
+		t.Fatalf("writer answered before its fsync finished: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	s.faults.sync.Store(nil)
+}

@@ -257,6 +257,19 @@ func (sd *sender) send(e *storage.Entry) bool {
 	return err == nil
 }
 
+// Visible wakes the senders of online sessions whose queues just changed;
+// the store calls it (storage.Options.OnVisible) as soon as new entries can
+// be read, before their fsync.
+func (h *Hook) Visible(sessions []string) {
+	for _, id := range sessions {
+		if s := h.sessionOf(id); s != nil {
+			if sd := s.online(); sd != nil {
+				sd.kick()
+			}
+		}
+	}
+}
+
 // OnPacketRead sees acknowledgements before mochi does. Completion is
 // tracked here rather than in OnQosComplete because mochi keeps inbound and
 // outbound packet IDs in one map (mochi #545): an inbound QoS 2 PUBLISH
