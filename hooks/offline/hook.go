@@ -25,6 +25,10 @@ type Options struct {
 	// WriteTimeout bounds how long a publisher waits for its message to be
 	// durable before it gets an error (default 10 s).
 	WriteTimeout time.Duration
+	// CanRead, when set, is asked before a message is queued for a session
+	// and again before it is sent, so that revoked access also stops
+	// messages already queued. Nil allows everything.
+	CanRead func(user, clientID, topic string) bool
 }
 
 // Stats counts what the hook did, for metrics and tests.
@@ -35,6 +39,7 @@ type Stats struct {
 	Refused      atomic.Int64 // publishes refused because a queue was full or the store failed
 	QoS0Dropped  atomic.Int64 // QoS 0 messages dropped for a backed-up online session
 	TooLarge     atomic.Int64 // entries dropped as larger than the client's maximum packet size
+	Revoked      atomic.Int64 // queued entries dropped because the session may no longer read them
 	Restored     atomic.Int64 // sessions restored from the store at start
 	ExpiredTotal atomic.Int64 // sessions deleted because their expiry passed
 }
@@ -49,6 +54,7 @@ type Hook struct {
 	sampled      zerolog.Logger
 	maxInflight  int
 	writeTimeout time.Duration
+	canRead      func(user, clientID, topic string) bool
 	index        *mqtt.TopicsIndex // subscriptions of persistent sessions
 
 	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
@@ -77,6 +83,7 @@ func New(opts Options) *Hook {
 		sampled:      log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
 		maxInflight:  opts.MaxInflight,
 		writeTimeout: opts.WriteTimeout,
+		canRead:      opts.CanRead,
 		index:        mqtt.NewTopicsIndex(),
 		sessions:     map[string]*session{},
 	}
@@ -164,6 +171,17 @@ func (h *Hook) OnStopped() {
 		s.detach(nil)
 	}
 	h.senders.Wait()
+}
+
+// mayRead asks the access rules whether a session may receive a topic.
+func (h *Hook) mayRead(s *session, topic string) bool {
+	if h.canRead == nil {
+		return true
+	}
+	s.mu.Lock()
+	user := s.rec.User
+	s.mu.Unlock()
+	return h.canRead(user, s.id, topic)
 }
 
 // sessionOf returns the persistent session of a client ID, or nil.

@@ -91,7 +91,7 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online 
 			continue
 		}
 		deliver, keepRetain := s.wants(pk.TopicName, cl.ID)
-		if !deliver {
+		if !deliver || !h.mayRead(s, pk.TopicName) {
 			continue
 		}
 		if pk.FixedHeader.Qos == 0 {

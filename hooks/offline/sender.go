@@ -193,6 +193,15 @@ func (sd *sender) fill() {
 
 // send writes one queue entry and reports whether sending may go on.
 func (sd *sender) send(e *storage.Entry) bool {
+	if !sd.h.mayRead(sd.s, e.Message.Topic) {
+		// Access was revoked after the message was queued.
+		sd.h.stats.Revoked.Add(1)
+		sd.mu.Lock()
+		sd.lastSeq = e.Seq
+		sd.mu.Unlock()
+		sd.ack(e.Seq)
+		return true
+	}
 	qos, ids := sd.s.delivery(e.Message.Topic, e.Message.QoS)
 	pk := toPacket(&e.Message, qos, ids)
 	if qos == 0 {
