@@ -128,8 +128,13 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	delivery.Store(b.offline)
 	b.metrics.registerOffline(b.offline.Stats())
 
-	access := hooks.NewAccess(hooks.AccessOptions{Server: b.mochi, AllowAnonymous: cfg.AllowAnonymous, Logger: log})
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, access, b.offline} {
+	auth, err := newAuth(cfg, b.mochi, store, log)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	b.offline.SetCanRead(auth.CanRead)
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, auth, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -137,7 +142,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		b.hooks = append(b.hooks, h)
 	}
 	b.wills = newWillSender(b.mochi, func(cl *mqtt.Client, topic string) bool {
-		return access.OnACLCheck(cl, topic, true)
+		return auth.OnACLCheck(cl, topic, true)
 	}, b.log)
 
 	// Every listener hands its connections to establish, not to mochi.
@@ -299,6 +304,41 @@ func (b *Broker) mqttListeners() []listeners.Listener {
 	return ls
 }
 
+// newAuth builds the authentication and authorization hook: the user
+// store, the JWT keys and the ACL file named in cfg.
+func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, log zerolog.Logger) (*hooks.Auth, error) {
+	verifier, err := hooks.NewJWTVerifier(hooks.JWTOptions{
+		HMACSecretFile:       cfg.JWTHMACSecretFile,
+		RSAPublicKeyFile:     cfg.JWTRSAPublicKeyFile,
+		Ed25519PublicKeyFile: cfg.JWTEd25519PublicKeyFile,
+		Issuer:               cfg.JWTIssuer,
+		Audience:             cfg.JWTAudience,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jwt keys: %w", err)
+	}
+	var acl *hooks.ACLFile
+	if cfg.ACLFile != "" {
+		f, err := os.Open(cfg.ACLFile)
+		if err != nil {
+			return nil, fmt.Errorf("acl-file: %w", err)
+		}
+		acl, err = hooks.ParseACLFile(f)
+		_ = f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("acl-file %s:\n%w", cfg.ACLFile, err)
+		}
+	}
+	return hooks.NewAuth(hooks.AuthOptions{
+		Server:         server,
+		Users:          store,
+		JWT:            verifier,
+		ACL:            acl,
+		AllowAnonymous: cfg.AllowAnonymous,
+		Logger:         log,
+	}), nil
+}
+
 // MQTTAddr is the bound TCP address, or "" when disabled.
 func (b *Broker) MQTTAddr() string {
 	if b.tcp == nil {
@@ -330,6 +370,9 @@ func (b *Broker) HTTPAddr() string {
 	}
 	return b.httpLn.Addr().String()
 }
+
+// Store is the node's store, for the admin API and tests (users, for one).
+func (b *Broker) Store() *storage.Store { return b.store }
 
 // Config returns the configuration the node runs with.
 func (b *Broker) Config() Config { return b.cfg }

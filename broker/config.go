@@ -41,8 +41,15 @@ type Config struct {
 	TLSClientCA   string // PEM CA bundle used to verify client certificates
 	TLSClientAuth string // none, optional or require
 
-	AllowAnonymous bool // let clients in without credentials (development only)
-	Pprof          bool // serve Go's /debug/pprof profiles on the HTTP listener
+	AllowAnonymous bool   // let clients in without credentials (development only)
+	ACLFile        string // topic rules in mosquitto's acl_file syntax for topics outside the hub's namespaces
+
+	JWTHMACSecretFile       string // HS256 secret: JWT passwords are accepted when any JWT key is set
+	JWTRSAPublicKeyFile     string // RS256 public key (PEM)
+	JWTEd25519PublicKeyFile string // EdDSA public key (PEM)
+	JWTIssuer               string // required iss claim, when set
+	JWTAudience             string // required aud claim, when set
+	Pprof                   bool   // serve Go's /debug/pprof profiles on the HTTP listener
 
 	LogLevel  string // trace, debug, info, warn, error
 	LogFormat string // console or json
@@ -147,7 +154,9 @@ func (c Config) Validate() error {
 		bad("tls-cert and tls-key: both must be set, or neither")
 	}
 	for _, f := range []struct{ name, path string }{
-		{"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}, {"tls-client-ca", c.TLSClientCA},
+		{"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}, {"tls-client-ca", c.TLSClientCA}, {"acl-file", c.ACLFile},
+		{"jwt-hmac-secret-file", c.JWTHMACSecretFile}, {"jwt-rsa-public-key-file", c.JWTRSAPublicKeyFile},
+		{"jwt-ed25519-public-key-file", c.JWTEd25519PublicKeyFile},
 	} {
 		if f.path == "" {
 			continue

@@ -30,6 +30,15 @@ type trackedConn struct {
 	established atomic.Bool
 }
 
+// TLSState reports the TLS state of a connection that arrived over TLS,
+// so that authentication can map a client certificate to a user.
+func (c *trackedConn) TLSState() (tls.ConnectionState, bool) {
+	if t, ok := c.Conn.(*tls.Conn); ok {
+		return t.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
 // conns counts and tracks live connections so that shutdown can wait for
 // them and, past its deadline, close them.
 type conns struct {
@@ -127,8 +136,10 @@ func (b *Broker) logRejected(tc *trackedConn, listenerID string, err error) {
 		reason = reasonTooLarge
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		return // closed before saying anything: port probes, health checks
-	case errors.As(err, &code) && (code == packets.ErrBadUsernameOrPassword || code == packets.ErrNotAuthorized):
-		return // the access hook logged it with the user name
+	case errors.As(err, &code) && (code == packets.ErrBadUsernameOrPassword || code == packets.ErrNotAuthorized ||
+		code == packets.ErrClientIdentifierNotValid):
+		b.metrics.connectionError(reasonAuthFailed)
+		return // the auth hook logged it with the user name and why
 	case errors.As(err, &code):
 		reason = reasonRefused
 	}

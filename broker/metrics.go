@@ -19,6 +19,7 @@ const (
 	reasonMalformed      = "malformed_packet"
 	reasonRefused        = "connect_refused" // CONNACK with an error code
 	reasonTLSHandshake   = "tls_handshake"
+	reasonAuthFailed     = "auth_refused" // bad credentials, not authorized, client ID of another user
 )
 
 // metrics are the node's Prometheus figures. Each Broker has its own
@@ -42,7 +43,7 @@ func newMetrics(server *mqtt.Server) *metrics {
 			Help: "Network connections accepted on the MQTT listeners.",
 		}),
 	}
-	for _, r := range []string{reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonRefused, reasonTLSHandshake} {
+	for _, r := range []string{reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonRefused, reasonTLSHandshake, reasonAuthFailed} {
 		m.connectionErrors.WithLabelValues(r) // export zeros so dashboards see the series
 	}
 	info := server.Info
@@ -84,6 +85,7 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 		{"mqhub_qos0_dropped_total", "QoS 0 messages dropped for a congested subscriber.", st.QoS0Dropped.Load},
 		{"mqhub_queue_too_large_total", "Queue entries dropped as larger than the client's maximum packet size.", st.TooLarge.Load},
 		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
+		{"mqhub_queue_revoked_total", "Queued messages dropped because the session may no longer read their topic.", st.Revoked.Load},
 	} {
 		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 			func() float64 { return float64(c.v()) }))

@@ -65,3 +65,23 @@ func userNamespace(user string, admin bool, rest string, write bool) bool {
 	}
 	return false
 }
+
+// hubOnly reports topics only the hub publishes to: presence, sync copies
+// and $ topics.
+func hubOnly(topic string) bool {
+	first, rest, _ := strings.Cut(topic, "/")
+	if strings.HasPrefix(first, "$") || first == "presence" {
+		return true
+	}
+	if first == "u" {
+		_, sub, _ := strings.Cut(rest, "/")
+		return sub == subtopicSync || strings.HasPrefix(sub, subtopicSync+"/")
+	}
+	return false
+}
+
+// isNamespaced reports topics inside the hub's namespaces.
+func isNamespaced(topic string) bool {
+	_, reserved := namespaceAccess("", false, topic, false)
+	return reserved
+}

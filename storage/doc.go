@@ -1,6 +1,6 @@
 // Package storage is the node's durable store, on one Badger database:
-// MQTT sessions, per-session offline queues with inflight markers, and
-// retained messages. It keeps the product promise "a message acknowledged
+// MQTT sessions, per-session offline queues with inflight markers,
+// retained messages, and users with the client IDs they own. It keeps the product promise "a message acknowledged
 // to the sender is safe and will reach the recipient": a write is
 // answered only once it is durable (fsynced under DurabilitySync).
 //
@@ -48,6 +48,9 @@
 //	i|sid|seq         inflight marker: packet ID (2 bytes), sent time
 //	p|sid|packetID    seq of the entry sent with that packet ID
 //	r|topic           retained Message
+//	u|u|name          User (bcrypt password hash, admin flag)
+//	u|o|clientID      owner of a client ID (the first user to connect with it)
+//	u|n|user|clientID index of a user's client IDs, to release them on delete
 //
 // See docs/storage.md for the choices and the measured figures.
 package storage

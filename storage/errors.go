@@ -10,6 +10,8 @@ var (
 	// ErrNotFound is returned when a session, queue entry, packet ID or
 	// retained topic does not exist.
 	ErrNotFound = errors.New("storage: not found")
+	// ErrExists is returned by CreateUser when the user already exists.
+	ErrExists = errors.New("storage: already exists")
 	// ErrQueueFull is returned by Enqueue when a session's queue is at a
 	// limit under the refuse-new policy (MQTT 5 reason 0x97 quota exceeded).
 	ErrQueueFull = errors.New("storage: queue full")

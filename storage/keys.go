@@ -81,3 +81,39 @@ func sidFromKey(k []byte) (string, bool) {
 	}
 	return string(k[3 : 3+n]), true
 }
+
+// famIdentity holds the user store (users.go). A second byte names the
+// kind of record, so users, client ID owners and the owner index share one
+// family byte and a prefix scan over one kind never touches another:
+//
+//	u|u|name                 User (versioned binary)
+//	u|o|clientID             owner of a client ID: user name, claim time
+//	u|n|len16(user)|clientID index of the client IDs a user owns (empty value)
+const famIdentity = 'u'
+
+const (
+	kindUser  = 'u'
+	kindOwner = 'o'
+	kindOwned = 'n'
+)
+
+func userPrefix() []byte { return []byte{famIdentity, kindUser} }
+
+func userKey(name string) []byte { return append(userPrefix(), name...) }
+
+func ownerKey(clientID string) []byte {
+	return append([]byte{famIdentity, kindOwner}, clientID...)
+}
+
+// ownedPrefix is the index prefix of one user's client IDs; the user name
+// is length-prefixed so "al" never lists "alice"'s client IDs.
+func ownedPrefix(user string) []byte {
+	k := make([]byte, 0, 4+len(user))
+	k = append(k, famIdentity, kindOwned)
+	k = binary.BigEndian.AppendUint16(k, uint16(len(user)))
+	return append(k, user...)
+}
+
+func ownedKey(user, clientID string) []byte {
+	return append(ownedPrefix(user), clientID...)
+}

@@ -25,5 +25,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newBenchCmd())
+	root.AddCommand(newUserCmd())
 	return root
 }

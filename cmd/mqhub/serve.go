@@ -26,8 +26,10 @@ MQHUB_MAX_PACKET_SIZE=2MiB) or as a key of the YAML file named by --config
 (e.g. "max-packet-size: 2MiB"). Flags win over the environment, which wins
 over the file. Sizes take KiB/MiB/GiB, durations take s/m/h.
 
-Without --allow-anonymous every client must log in; until the user store
-exists, --allow-anonymous is the way in for development.`,
+Without --allow-anonymous every client must log in: with a user of the
+store (mqhub user add NAME --data-dir DIR, while the hub is stopped), a JWT
+as the password (--jwt-* keys), or a TLS client certificate. See
+docs/security.md. --allow-anonymous makes an open broker for development.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := broker.Resolve(cmd.Flags(), &cfg, os.Environ()); err != nil {

@@ -173,6 +173,10 @@ func (h *Hook) OnStopped() {
 	h.senders.Wait()
 }
 
+// SetCanRead installs the access check (Options.CanRead) once the access
+// hook exists; call it before the server starts.
+func (h *Hook) SetCanRead(canRead func(user, clientID, topic string) bool) { h.canRead = canRead }
+
 // mayRead asks the access rules whether a session may receive a topic.
 func (h *Hook) mayRead(s *session, topic string) bool {
 	if h.canRead == nil {

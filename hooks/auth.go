@@ -1,0 +1,313 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+
+	"github.com/mqhub/mqhub/storage"
+)
+
+// UserStore is what Auth needs of the user store (storage.Store).
+type UserStore interface {
+	GetUser(name string) (*storage.User, error)
+	ClaimClientID(ctx context.Context, clientID, user string) (owner string, err error)
+}
+
+// TLSConn is implemented by the hub's connections that arrived over TLS.
+type TLSConn interface {
+	TLSState() (tls.ConnectionState, bool)
+}
+
+// Identity is who a connected client is, once authenticated.
+type Identity struct {
+	User  string // empty for an anonymous client
+	Admin bool
+}
+
+// AuthOptions configures Auth.
+type AuthOptions struct {
+	Server *mqtt.Server // used to send refusing CONNACKs
+	// Users checks user names and passwords and owns client IDs; nil turns
+	// password logins off.
+	Users UserStore
+	// JWT verifies passwords that are JSON Web Tokens; nil turns JWT
+	// logins off.
+	JWT *JWTVerifier
+	// ACL decides topics outside the hub's own namespaces; nil leaves them
+	// open to every admitted client.
+	ACL *ACLFile
+	// AllowAnonymous admits clients without credentials (development).
+	AllowAnonymous bool
+	Logger         zerolog.Logger
+	// FailureDelay is how long the CONNACK of a failed login is held per
+	// recent failure from the same IP, up to MaxFailureDelay (defaults
+	// 200 ms and 3 s): guessing passwords gets slow.
+	FailureDelay, MaxFailureDelay time.Duration
+	// ClaimTimeout bounds the durable write that binds a client ID to its
+	// first user (default 5 s).
+	ClaimTimeout time.Duration
+}
+
+// Auth authenticates clients (user store passwords, JWTs, TLS client
+// certificates, or anonymous when allowed), binds client IDs to users,
+// and decides topic access: the hub's namespaces first (namespace.go),
+// then the ACL file. It refuses a CONNECT with the right reason code
+// itself, since mochi only knows "bad user name or password".
+type Auth struct {
+	mqtt.HookBase
+	opts       AuthOptions
+	log        zerolog.Logger
+	identities sync.Map // *mqtt.Client -> Identity
+	admins     sync.Map // user -> bool, for sessions whose client is offline
+	failures   failureTracker
+}
+
+// NewAuth returns the authentication and authorization hook.
+func NewAuth(opts AuthOptions) *Auth {
+	if opts.FailureDelay <= 0 {
+		opts.FailureDelay = 200 * time.Millisecond
+	}
+	if opts.MaxFailureDelay <= 0 {
+		opts.MaxFailureDelay = 3 * time.Second
+	}
+	if opts.ClaimTimeout <= 0 {
+		opts.ClaimTimeout = 5 * time.Second
+	}
+	return &Auth{
+		opts:     opts,
+		log:      opts.Logger.With().Str("component", "auth").Logger(),
+		failures: failureTracker{window: time.Minute, recent: map[string][]time.Time{}},
+	}
+}
+
+// ID implements mqtt.Hook.
+func (h *Auth) ID() string { return "auth" }
+
+// Provides implements mqtt.Hook.
+func (h *Auth) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect}, []byte{b})
+}
+
+// refusal is a failed CONNECT: the reason code and what the log says.
+type refusal struct {
+	code packets.Code
+	why  string
+}
+
+// OnConnect authenticates the client and checks what it asks for before
+// the session is touched: a refused client can neither take over another
+// user's session nor read its queue.
+func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	id, r := h.authenticate(cl, pk)
+	if r == nil {
+		r = h.authorizeConnect(cl, pk, id)
+	}
+	if r != nil {
+		ip := remoteIP(cl.Net.Remote)
+		if r.code == packets.ErrBadUsernameOrPassword {
+			if d := h.failures.delay(ip, h.opts.FailureDelay, h.opts.MaxFailureDelay); d > 0 {
+				time.Sleep(d) // holds only this connection's goroutine
+			}
+		}
+		h.log.Info().Str("client_id", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
+			Str("reason", r.code.Reason).Str("detail", r.why).Msg("connection refused")
+		return refuseConnect(h.opts.Server, cl, r.code)
+	}
+	cl.Properties.Username = []byte(id.User)
+	h.identities.Store(cl, id)
+	if id.User != "" {
+		h.admins.Store(id.User, id.Admin)
+	}
+	return nil
+}
+
+// OnConnectAuthenticate admits what OnConnect let through.
+func (h *Auth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.identities.Load(cl)
+	return ok
+}
+
+// OnDisconnect forgets the connection's identity.
+func (h *Auth) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.identities.Delete(cl)
+}
+
+// authenticate finds who the client is.
+func (h *Auth) authenticate(cl *mqtt.Client, pk packets.Packet) (Identity, *refusal) {
+	username := string(pk.Connect.Username)
+	password := pk.Connect.Password
+	hasCredentials := pk.Connect.UsernameFlag || pk.Connect.PasswordFlag
+
+	if tc, ok := cl.Net.Conn.(TLSConn); ok {
+		if state, ok := tc.TLSState(); ok && len(state.VerifiedChains) > 0 {
+			user := certificateUser(state)
+			if user == "" || !validName(user) {
+				return Identity{}, &refusal{packets.ErrNotAuthorized, "client certificate names no usable user"}
+			}
+			if username != "" && username != user {
+				return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "user name differs from the client certificate"}
+			}
+			return h.identity(user), nil
+		}
+	}
+
+	if h.opts.JWT != nil && LooksLikeJWT(password) {
+		user, err := h.opts.JWT.Verify(string(password))
+		if err != nil {
+			return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, err.Error()}
+		}
+		if username != "" && username != user {
+			return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "user name differs from the token's subject"}
+		}
+		return h.identity(user), nil
+	}
+
+	if !hasCredentials {
+		if h.opts.AllowAnonymous {
+			return Identity{}, nil
+		}
+		return Identity{}, &refusal{packets.ErrNotAuthorized, "no credentials and anonymous access is off"}
+	}
+	if h.opts.Users == nil || !validName(username) || len(password) == 0 {
+		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+	}
+	u, err := h.opts.Users.GetUser(username)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			h.log.Error().Err(err).Str("user", username).Msg("user store lookup failed")
+			return Identity{}, &refusal{packets.ErrServerUnavailable, "user store unavailable"}
+		}
+		storage.CheckPassword(dummyHash, password) // same time as a wrong password
+		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+	}
+	if !storage.CheckPassword(u.PasswordHash, password) {
+		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+	}
+	return Identity{User: u.Name, Admin: u.Admin}, nil
+}
+
+// identity completes a user authenticated by certificate or token with
+// the admin flag of the user store, when the user is known there.
+func (h *Auth) identity(user string) Identity {
+	id := Identity{User: user}
+	if h.opts.Users != nil {
+		if u, err := h.opts.Users.GetUser(user); err == nil {
+			id.Admin = u.Admin
+		}
+	}
+	return id
+}
+
+// authorizeConnect checks the client ID and the will of an authenticated
+// client.
+func (h *Auth) authorizeConnect(cl *mqtt.Client, pk packets.Packet, id Identity) *refusal {
+	if strings.ContainsAny(cl.ID, "+#/") || strings.ContainsRune(cl.ID, 0) {
+		return &refusal{packets.ErrClientIdentifierNotValid, "client ID holds a wildcard or a level separator"}
+	}
+	if id.User != "" && h.opts.Users != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.ClaimTimeout)
+		owner, err := h.opts.Users.ClaimClientID(ctx, cl.ID, id.User)
+		cancel()
+		if err != nil {
+			h.log.Error().Err(err).Str("client_id", cl.ID).Str("user", id.User).Msg("client ID ownership not recorded")
+			return &refusal{packets.ErrServerUnavailable, "client ID ownership not recorded"}
+		}
+		if owner != id.User {
+			return &refusal{packets.ErrClientIdentifierNotValid, "client ID belongs to another user"}
+		}
+	}
+	if pk.Connect.WillFlag && !h.allowed(id, cl.ID, pk.Connect.WillTopic, true) {
+		return &refusal{packets.ErrNotAuthorized, "will topic not allowed"}
+	}
+	return nil
+}
+
+// OnACLCheck decides a publish (write) or a subscription (read, topic is
+// the filter) of a connected client, and each delivery mochi makes itself.
+func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true // the hub's own publishers check their topics themselves
+	}
+	v, ok := h.identities.Load(cl)
+	if !ok {
+		return false
+	}
+	return h.allowed(v.(Identity), cl.ID, topic, write)
+}
+
+// CanRead reports whether a session may receive a message on topic; the
+// offline hook asks before queueing and before sending, so revoked access
+// stops queued messages too.
+func (h *Auth) CanRead(user, clientID, topic string) bool {
+	admin, _ := h.admins.Load(user)
+	isAdmin, _ := admin.(bool)
+	return h.allowed(Identity{User: user, Admin: isAdmin}, clientID, topic, false)
+}
+
+func (h *Auth) allowed(id Identity, clientID, topic string, write bool) bool {
+	if !write {
+		if _, inner, shared := splitShared(topic); shared {
+			topic = inner
+		}
+	}
+	if id.User == "" {
+		// Anonymous clients exist only with --allow-anonymous, a
+		// development mode: an open broker, as mosquitto with
+		// allow_anonymous and no ACL, except that the hub's own topics
+		// stay the hub's to publish.
+		if write && hubOnly(topic) {
+			return false
+		}
+		if h.opts.ACL == nil || isNamespaced(topic) {
+			return true
+		}
+		return h.opts.ACL.Allows("", clientID, topic, write)
+	}
+	if allowed, reserved := namespaceAccess(id.User, id.Admin, topic, write); reserved {
+		return allowed
+	}
+	if h.opts.ACL == nil || id.Admin {
+		return true
+	}
+	return h.opts.ACL.Allows(id.User, clientID, topic, write)
+}
+
+// certificateUser maps a verified client certificate to a user: its
+// common name, else its first DNS or e-mail name.
+func certificateUser(state tls.ConnectionState) string {
+	cert := state.PeerCertificates[0]
+	switch {
+	case cert.Subject.CommonName != "":
+		return cert.Subject.CommonName
+	case len(cert.DNSNames) > 0:
+		return cert.DNSNames[0]
+	case len(cert.EmailAddresses) > 0:
+		return cert.EmailAddresses[0]
+	}
+	return ""
+}
+
+// validName refuses user names that could widen ACL patterns (%u).
+func validName(name string) bool { return storage.CheckUserName(name) == nil }
+
+func remoteIP(remote string) string {
+	if i := strings.LastIndexByte(remote, ':'); i > 0 {
+		return strings.Trim(remote[:i], "[]")
+	}
+	return remote
+}
+
+// dummyHash is compared against when the user does not exist, so that an
+// unknown user takes as long to refuse as a wrong password.
+var dummyHash, _ = storage.HashPassword([]byte("mqhub-timing-equaliser"))
+
+var _ mqtt.Hook = (*Auth)(nil)
