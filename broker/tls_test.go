@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -393,4 +394,34 @@ func TestTLSHandshakeFailureCounted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestClientCertificateNamesTheUser: with client certificates required,
+// the certificate's common name is the user, without a password, and the
+// access rules apply to that user.
+func TestClientCertificateNamesTheUser(t *testing.T) {
+	pki := newTestPKI(t)
+	hub := testutil.StartHub(t, withTLS(pki, broker.ClientAuthRequire), func(c *broker.Config) { c.AllowAnonymous = false })
+	conn, err := dialTLS(hub.TLSAddr(), &tls.Config{RootCAs: pki.Roots, Certificates: []tls.Certificate{pki.Client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testutil.Connect(t, conn, &paho.Connect{ClientID: "cert-device", CleanStart: true})
+	c.Subscribe(t, "u/mqhub test client/inbox", 1) // the certificate's CN
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := c.Client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "u/bob/inbox", QoS: 1}}})
+	if ack == nil || len(ack.Reasons) != 1 || ack.Reasons[0] != 0x87 {
+		t.Fatalf("subscribe to another user's inbox: %+v, %v; want 0x87", ack, err)
+	}
+	// A user name that differs from the certificate is refused.
+	conn, err = dialTLS(hub.TLSAddr(), &tls.Config{RootCAs: pki.Roots, Certificates: []tls.Certificate{pki.Client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, connack, err := testutil.TryConnect(conn, &paho.Connect{ClientID: "cert-2", CleanStart: true,
+		UsernameFlag: true, Username: "bob", PasswordFlag: true, Password: []byte("x")})
+	if err == nil || connack == nil || connack.ReasonCode != 0x86 {
+		t.Fatalf("user name differing from the certificate: %+v, %v; want 0x86", connack, err)
+	}
 }
