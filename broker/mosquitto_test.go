@@ -431,3 +431,26 @@ func TestMosquittoNotAuthorised(t *testing.T) {
 		})
 	}
 }
+
+// TestMosquittoSubReadsOnlyWhatUserMay: mosquitto_sub logged in as alice
+// and subscribed to her inbox and bob's gets her messages and never bob's.
+func TestMosquittoSubReadsOnlyWhatUserMay(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	hp := mosqHostPort(t, h.MQTTAddr())
+	sub := startMosq(t, "mosquitto_sub", mosqArgs(hp, []string{"-V", "mqttv5", "-u", "alice", "-P", "alice-pw", "-i", "alice-cli",
+		"-q", "1", "-t", "u/alice/inbox", "-t", "u/bob/inbox", "-F", "MSG %t %p"})...)
+	root := h.mustLogin(t, "root", "root-cli")
+	sub.awaitProbe(t, root, "u/alice/inbox")
+
+	bob := h.mustLogin(t, "bob", "bob-cli")
+	bob.Subscribe(t, "u/bob/inbox", 1)
+	sendCanary(t, h, bob)
+	root.Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 1, Payload: []byte("after the canary")})
+	line := sub.waitLine(t, mosqLineTimeout, "alice's message", func(l string) bool { return strings.Contains(l, "after the canary") })
+	if strings.Contains(sub.Output(), "u/bob/inbox") {
+		t.Fatalf("mosquitto_sub as alice printed bob's message:\n%s", sub.Output())
+	}
+	if line != "MSG u/alice/inbox after the canary" {
+		t.Fatalf("got %q", line)
+	}
+}
