@@ -41,6 +41,7 @@ type Broker struct {
 	hooks   []mqtt.Hook
 	metrics *metrics
 	store   *storage.Store
+	auth    *hooks.Auth
 	offline *offline.Hook
 	wills   *willSender
 	conns   conns
@@ -133,8 +134,16 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		_ = store.Close()
 		return nil, err
 	}
+	b.auth = auth
 	b.offline.SetCanRead(auth.CanRead)
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, auth, b.offline} {
+	limits := hooks.NewLimits(hooks.LimitsOptions{
+		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
+		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
+		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
+		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
+	})
+	b.metrics.registerLimits(limits.Stats())
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)

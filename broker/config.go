@@ -67,6 +67,14 @@ type Config struct {
 	TopicAliasMax    int           // topic aliases a v5 client may use
 	ShutdownTimeout  time.Duration // how long a graceful shutdown waits for clients and storage
 
+	MaxConnectionsPerIP int      // connections open at once from one IP (0: no limit)
+	ConnectRate         float64  // new connections per second from one IP, token bucket (0: no limit)
+	PublishRate         float64  // PUBLISH packets per second per client, token bucket (0: no limit)
+	PublishBytesRate    ByteSize // PUBLISH payload bytes per second per client, token bucket (0: no limit)
+	MaxSubscriptions    int      // subscriptions one client may hold (0: no limit)
+	MaxTopicLength      int      // bytes in a topic name or filter
+	MaxTopicLevels      int      // levels in a topic name or filter
+
 	Durability       string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
 	SyncInterval     time.Duration // fsync period under interval durability (the loss window)
 	QueueMaxMessages int           // messages one offline queue may hold
@@ -107,6 +115,8 @@ func Default() Config {
 		WriteBufferSize:  2 * KiB,
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,
+		MaxTopicLength:   4096,
+		MaxTopicLevels:   32,
 		Durability:       DurabilitySync,
 		SyncInterval:     100 * time.Millisecond,
 		QueueMaxMessages: 100_000,
@@ -217,6 +227,15 @@ func (c Config) Validate() error {
 	}
 	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
 		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
+	}
+	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 {
+		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions: must not be negative (0 means no limit)")
+	}
+	if c.MaxTopicLength < 1 || c.MaxTopicLength > 65535 {
+		bad("max-topic-length: %d must be between 1 and 65535", c.MaxTopicLength)
+	}
+	if c.MaxTopicLevels < 1 {
+		bad("max-topic-levels: %d must be at least 1", c.MaxTopicLevels)
 	}
 	if c.Durability != DurabilitySync && c.Durability != DurabilityInterval {
 		bad("durability: %q is not sync or interval", c.Durability)

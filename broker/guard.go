@@ -140,6 +140,8 @@ func (b *Broker) logRejected(tc *trackedConn, listenerID string, err error) {
 		code == packets.ErrClientIdentifierNotValid):
 		b.metrics.connectionError(reasonAuthFailed)
 		return // the auth hook logged it with the user name and why
+	case errors.As(err, &code) && (code == packets.ErrQuotaExceeded || code == packets.ErrConnectionRateExceeded):
+		return // the limits hook logged and counted it
 	case errors.As(err, &code):
 		reason = reasonRefused
 	}

@@ -12,6 +12,7 @@ import (
 //   - /healthz: 200 while the process is serving at all (liveness);
 //   - /readyz: 200 once every listener is up, 503 before and while shutting down;
 //   - /metrics: Prometheus text format;
+//   - /v1/admin/: user management, admins only (admin.go);
 //   - /debug/pprof/: Go profiles, only with --pprof.
 func (b *Broker) newHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -29,6 +30,7 @@ func (b *Broker) newHTTPHandler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{}))
+	b.registerAdminAPI(mux)
 	if b.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/hooks/offline"
 )
 
@@ -89,6 +90,29 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 	} {
 		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 			func() float64 { return float64(c.v()) }))
+	}
+}
+
+// registerLimits exports the refusals of the limits hook, one series per
+// limit.
+func (m *metrics) registerLimits(st *hooks.LimitsStats) {
+	for _, c := range []struct {
+		limit string
+		v     func() int64
+	}{
+		{"connections_per_ip", st.ConnectionsPerIP.Load},
+		{"connect_rate", st.ConnectRate.Load},
+		{"publish_rate", st.PublishRate.Load},
+		{"publish_bytes_rate", st.PublishBytesRate.Load},
+		{"subscriptions", st.Subscriptions.Load},
+		{"topic_length", st.TopicLength.Load},
+		{"topic_levels", st.TopicLevels.Load},
+	} {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "mqhub_limit_refusals_total",
+			Help:        "CONNECTs, PUBLISHes and topic filters refused by a configured limit, by limit.",
+			ConstLabels: prometheus.Labels{"limit": c.limit},
+		}, func() float64 { return float64(c.v()) }))
 	}
 }
 

@@ -248,10 +248,31 @@ func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // offline hook asks before queueing and before sending, so revoked access
 // stops queued messages too.
 func (h *Auth) CanRead(user, clientID, topic string) bool {
-	admin, _ := h.admins.Load(user)
-	isAdmin, _ := admin.(bool)
-	return h.allowed(Identity{User: user, Admin: isAdmin}, clientID, topic, false)
+	return h.allowed(Identity{User: user, Admin: h.isAdmin(user)}, clientID, topic, false)
 }
+
+// isAdmin reports the admin flag of a user, from a cache kept current by
+// logins and ForgetUser, else from the user store.
+func (h *Auth) isAdmin(user string) bool {
+	if user == "" {
+		return false
+	}
+	if v, ok := h.admins.Load(user); ok {
+		return v.(bool)
+	}
+	admin := false
+	if h.opts.Users != nil {
+		if u, err := h.opts.Users.GetUser(user); err == nil {
+			admin = u.Admin
+		}
+	}
+	h.admins.Store(user, admin)
+	return admin
+}
+
+// ForgetUser drops what Auth remembers of a user (its admin flag), after
+// the user was changed or deleted through the admin API.
+func (h *Auth) ForgetUser(user string) { h.admins.Delete(user) }
 
 func (h *Auth) allowed(id Identity, clientID, topic string, write bool) bool {
 	if !write {
