@@ -120,6 +120,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	b.store = store
+	b.metrics.registerStore(store.Stats())
 	b.offline = offline.New(offline.Options{
 		Server:      b.mochi,
 		Store:       store,

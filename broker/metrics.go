@@ -9,6 +9,7 @@ import (
 
 	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/hooks/offline"
+	"github.com/mqhub/mqhub/storage"
 )
 
 // Reasons a connection ended abnormally, the label values of
@@ -113,6 +114,25 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 			Help:        "CONNECTs, PUBLISHes and topic filters refused by a configured limit, by limit.",
 			ConstLabels: prometheus.Labels{"limit": c.limit},
 		}, func() float64 { return float64(c.v()) }))
+	}
+}
+
+// registerStore exports the store's counters: drops by queue policy and
+// expiry, and the group commits.
+func (m *metrics) registerStore(st *storage.Stats) {
+	for _, c := range []struct {
+		name, help string
+		v          func() uint64
+	}{
+		{"mqhub_queue_dropped_oldest_total", "Queued messages deleted to make room under the drop-oldest policy.", st.DroppedOldest.Load},
+		{"mqhub_queue_expired_total", "Queued messages deleted because their message expiry passed.", st.Expired.Load},
+		{"mqhub_queue_aged_out_total", "Queued messages deleted because they were older than queue-max-age.", st.AgedOut.Load},
+		{"mqhub_store_commits_total", "Group commits written to the store.", st.Batches.Load},
+		{"mqhub_store_syncs_total", "fsyncs of the store.", st.Syncs.Load},
+		{"mqhub_store_commit_errors_total", "Failed commits or fsyncs of the store.", st.CommitErrors.Load},
+	} {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+			func() float64 { return float64(c.v()) }))
 	}
 }
 
