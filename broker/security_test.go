@@ -265,6 +265,13 @@ func TestBypassJWT(t *testing.T) {
 	otherPub, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	_ = otherPub
 	wrongKey, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, valid).SignedString(otherKey)
+	// Algorithm confusion: HS256 "signed" with the hub's public key as the
+	// HMAC secret, for a hub that trusts only that (Ed25519) key.
+	pubPEM, err := os.ReadFile(filepath.Join(h.dir, "jwt.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	confused, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, valid).SignedString(pubPEM)
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
 		base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"alice","exp":9999999999}`)) + "."
 	for _, tc := range []struct {
@@ -275,6 +282,7 @@ func TestBypassJWT(t *testing.T) {
 		{"not yet valid", "", h.token(t, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix(), "nbf": now.Add(time.Hour).Unix()}), "j2", 0x86},
 		{"alg none", "", none, "j3", 0x86},
 		{"wrong key", "", wrongKey, "j4", 0x86},
+		{"algorithm confusion", "", confused, "j6", 0x86},
 		{"user name differs from sub", "bob", h.token(t, valid), "j5", 0x86},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -364,5 +372,24 @@ func TestDeniedSubscriptionV311(t *testing.T) {
 		if suback[4] != tc.want {
 			t.Errorf("subscribe %q: return code 0x%02x, want 0x%02x", tc.filter, suback[4], tc.want)
 		}
+	}
+}
+
+// TestRetainedMessagesFollowReadRules: a retained message on a topic the
+// subscriber may not read is not sent on subscribe, even when its filter
+// covers the topic.
+func TestRetainedMessagesFollowReadRules(t *testing.T) {
+	h := startSecureHub(t, "user alice\ntopic readwrite shared/#\ntopic deny shared/secret\n")
+	root := h.mustLogin(t, "root", "root-r")
+	root.Publish(t, &paho.Publish{Topic: "shared/secret", QoS: 1, Retain: true, Payload: []byte("hidden")})
+	root.Publish(t, &paho.Publish{Topic: "shared/open", QoS: 1, Retain: true, Payload: []byte("visible")})
+	alice := h.mustLogin(t, "alice", "alice-r")
+	alice.Subscribe(t, "shared/#", 1)
+	if m := alice.Next(t, 5*time.Second); string(m.Payload) != "visible" {
+		t.Fatalf("alice got %q on %q", m.Payload, m.Topic)
+	}
+	root.Publish(t, &paho.Publish{Topic: "shared/open", QoS: 1, Payload: []byte("live")})
+	if m := alice.Next(t, 5*time.Second); string(m.Payload) != "live" {
+		t.Fatalf("alice got %q on %q, want the live message (the secret retained one must not come)", m.Payload, m.Topic)
 	}
 }

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -127,4 +128,37 @@ func FuzzACL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkAccessCheck is the per-message cost of a topic check: the
+// namespace rules, then an ACL file with a few hundred users.
+//
+//	go test ./hooks -run '^$' -bench AccessCheck -benchmem
+func BenchmarkAccessCheck(b *testing.B) {
+	var file strings.Builder
+	file.WriteString("pattern write devices/%c/status\npattern read devices/%u/+/cmd\n")
+	for i := range 300 {
+		fmt.Fprintf(&file, "user user%d\ntopic readwrite sensors/user%d/#\ntopic deny sensors/user%d/secret\ntopic read public/#\n", i, i, i)
+	}
+	acl, err := ParseACLFile(strings.NewReader(file.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := NewAuth(AuthOptions{ACL: acl})
+	for _, bc := range []struct {
+		name, user, topic string
+		write             bool
+	}{
+		{"namespace inbox write", "user7", "u/user9/inbox", true},
+		{"acl file write", "user7", "sensors/user7/temp", true},
+		{"acl file subscribe", "user7", "sensors/+/temp", false},
+		{"pattern", "user7", "devices/dev-1/status", true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			id := Identity{User: bc.user}
+			for b.Loop() {
+				h.allowed(id, "dev-1", bc.topic, bc.write)
+			}
+		})
+	}
 }
