@@ -202,7 +202,13 @@ func TestBypassClientIDOfAnotherUser(t *testing.T) {
 		expectRefused(t, ack, err, 0x85)
 	}
 	back := h.mustLogin(t, "bob", "bob-phone", persistent)
-	if m := back.Next(t, 5*time.Second); string(m.Payload) != "queued canary" {
+	m := back.Next(t, 5*time.Second)
+	if string(m.Payload) == "canary" && m.Duplicate() {
+		// bob's PUBACK for the first canary may not have left before he
+		// disconnected: the hub re-sends it, marked DUP, as QoS 1 requires.
+		m = back.Next(t, 5*time.Second)
+	}
+	if string(m.Payload) != "queued canary" {
 		t.Fatalf("bob got %q: his queue was touched", m.Payload)
 	}
 }
