@@ -15,45 +15,32 @@ import (
 // guardFn wraps mochi's establish function for one accepted connection.
 type guardFn func(listenerID string, c net.Conn, next listeners.EstablishFn) error
 
-// streamListener serves MQTT over TCP, or over TLS when tlsConfig is set.
-// It implements mochi's listeners.Listener so that mochi can manage it, but
-// every accepted connection goes through guard.
-type streamListener struct {
+// boundListener is what our listeners share: an ID for mochi and the logs,
+// and a socket bound in Init (so that ":0" resolves to the real port).
+type boundListener struct {
 	id        string
 	address   string
 	tlsConfig *tls.Config
 	guard     guardFn
 	log       zerolog.Logger
-
 	ln        net.Listener
 	closeOnce sync.Once
 }
 
-func newStreamListener(id, address string, tlsConfig *tls.Config, guard guardFn, log zerolog.Logger) *streamListener {
-	return &streamListener{id: id, address: address, tlsConfig: tlsConfig, guard: guard, log: log}
-}
-
 // ID implements listeners.Listener.
-func (l *streamListener) ID() string { return l.id }
+func (l *boundListener) ID() string { return l.id }
 
-// Protocol implements listeners.Listener.
-func (l *streamListener) Protocol() string {
-	if l.tlsConfig != nil {
-		return "tls"
-	}
-	return "tcp"
-}
-
-// Address returns the bound address once Init has run (so ":0" resolves).
-func (l *streamListener) Address() string {
+// Address returns the bound address once Init has run.
+func (l *boundListener) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
 	}
 	return l.address
 }
 
-// Init binds the address; mochi calls it from AddListener.
-func (l *streamListener) Init(*slog.Logger) error {
+// Init binds the address (with TLS when configured); mochi calls it from
+// AddListener.
+func (l *boundListener) Init(*slog.Logger) error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
@@ -63,6 +50,25 @@ func (l *streamListener) Init(*slog.Logger) error {
 	}
 	l.ln = ln
 	return nil
+}
+
+// streamListener serves MQTT over TCP, or over TLS when tlsConfig is set.
+// It implements mochi's listeners.Listener so that mochi can manage it, but
+// every accepted connection goes through guard.
+type streamListener struct {
+	boundListener
+}
+
+func newStreamListener(id, address string, tlsConfig *tls.Config, guard guardFn, log zerolog.Logger) *streamListener {
+	return &streamListener{boundListener{id: id, address: address, tlsConfig: tlsConfig, guard: guard, log: log}}
+}
+
+// Protocol implements listeners.Listener.
+func (l *streamListener) Protocol() string {
+	if l.tlsConfig != nil {
+		return "tls"
+	}
+	return "tcp"
 }
 
 // Serve accepts connections until Close. Accept errors other than closing

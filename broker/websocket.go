@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -24,22 +23,16 @@ var errTextFrame = errors.New("websocket: text frame received, MQTT needs binary
 // "mqtt"). Unlike mochi's, it reports its bound address and routes
 // connections through guard.
 type wsListener struct {
-	id        string
-	address   string
-	path      string
-	tlsConfig *tls.Config
-	guard     guardFn
-	log       zerolog.Logger
-	upgrader  websocket.Upgrader
-
-	ln        net.Listener
-	srv       *http.Server
-	closeOnce sync.Once
+	boundListener
+	path     string
+	upgrader websocket.Upgrader
+	srv      *http.Server
 }
 
 func newWSListener(id, address, path string, tlsConfig *tls.Config, connectTimeout time.Duration, guard guardFn, log zerolog.Logger) *wsListener {
 	return &wsListener{
-		id: id, address: address, path: path, tlsConfig: tlsConfig, guard: guard, log: log,
+		boundListener: boundListener{id: id, address: address, tlsConfig: tlsConfig, guard: guard, log: log},
+		path:          path,
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: connectTimeout,
 			Subprotocols:     []string{"mqtt"},
@@ -53,36 +46,12 @@ func newWSListener(id, address, path string, tlsConfig *tls.Config, connectTimeo
 	}
 }
 
-// ID implements listeners.Listener.
-func (l *wsListener) ID() string { return l.id }
-
 // Protocol implements listeners.Listener.
 func (l *wsListener) Protocol() string {
 	if l.tlsConfig != nil {
 		return "wss"
 	}
 	return "ws"
-}
-
-// Address returns the bound address once Init has run.
-func (l *wsListener) Address() string {
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.address
-}
-
-// Init binds the address.
-func (l *wsListener) Init(*slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
-	if err != nil {
-		return err
-	}
-	if l.tlsConfig != nil {
-		ln = tls.NewListener(ln, l.tlsConfig)
-	}
-	l.ln = ln
-	return nil
 }
 
 // Serve runs the HTTP server until Close.

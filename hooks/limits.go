@@ -366,16 +366,7 @@ func (h *Limits) refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.
 	action := "publish refused"
 	switch {
 	case cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0:
-		ack := packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Puback},
-			PacketID:    pk.PacketID,
-			ReasonCode:  code.Code,
-			Properties:  packets.Properties{ReasonString: code.Reason},
-		}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
-		}
-		_ = cl.WritePacket(ack)
+		_ = cl.WritePacket(PublishRefusal(pk, code))
 	default:
 		action = "publish refused, client disconnected"
 		if cl.Properties.ProtocolVersion == 5 {

@@ -8,6 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -173,16 +174,7 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, err error) error {
 	case cl.Net.Inline:
 		// A server-side publisher: the error is its to handle.
 	case cl.Properties.ProtocolVersion == 5:
-		ack := packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Puback},
-			PacketID:    pk.PacketID,
-			ReasonCode:  code.Code,
-			Properties:  packets.Properties{ReasonString: code.Reason},
-		}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
-		}
-		_ = cl.WritePacket(ack)
+		_ = cl.WritePacket(hooks.PublishRefusal(pk, code))
 	default:
 		cl.Stop(code)
 	}
