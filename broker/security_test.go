@@ -399,3 +399,23 @@ func TestRetainedMessagesFollowReadRules(t *testing.T) {
 		t.Fatalf("alice got %q on %q, want the live message (the secret retained one must not come)", m.Payload, m.Topic)
 	}
 }
+
+// TestEmptyClientIDGetsAssignedOne: an MQTT 5 client without a client ID
+// gets one assigned by the hub, owned by its user like any other.
+func TestEmptyClientIDGetsAssignedOne(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	c, ack, err := h.login(t, "alice", "alice-pw", "")
+	if err != nil {
+		t.Fatalf("connect without client ID: %v", err)
+	}
+	if ack.Properties == nil || ack.Properties.AssignedClientID == "" {
+		t.Fatalf("no assigned client identifier in CONNACK: %+v", ack.Properties)
+	}
+	c.Subscribe(t, "u/alice/inbox", 1)
+	owner, err := h.Store().ClientIDOwner(ack.Properties.AssignedClientID)
+	if err != nil || owner != "alice" {
+		t.Fatalf("owner of %q = %q, %v; want alice", ack.Properties.AssignedClientID, owner, err)
+	}
+	_, ack2, err := h.login(t, "bob", "bob-pw", ack.Properties.AssignedClientID)
+	expectRefused(t, ack2, err, 0x85)
+}
