@@ -86,6 +86,10 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	caps.MaximumInflight = uint16(cfg.MaxInflight)
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	caps.TopicAliasMaximum = uint16(cfg.TopicAliasMax)
+	// Mochi otherwise copies a PUBLISH's properties (user properties, the
+	// envelope) into its PUBACK, and with them writes the reason byte it
+	// keeps there, 0x01 (its "granted QoS 1"), which is no PUBACK reason.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	b.mochi = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		ClientNetReadBufferSize:  int(cfg.ReadBufferSize),
@@ -144,7 +148,8 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
 	})
 	b.metrics.registerLimits(limits.Stats())
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, b.offline} {
+	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow})
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)

@@ -75,6 +75,8 @@ type Config struct {
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
 
+	DedupeWindow time.Duration // a repeated message id from one sender within this is acknowledged, not delivered again
+
 	Durability       string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
 	SyncInterval     time.Duration // fsync period under interval durability (the loss window)
 	QueueMaxMessages int           // messages one offline queue may hold
@@ -115,6 +117,7 @@ func Default() Config {
 		WriteBufferSize:  2 * KiB,
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,
+		DedupeWindow:     5 * time.Minute,
 		MaxTopicLength:   4096,
 		MaxTopicLevels:   32,
 		Durability:       DurabilitySync,
@@ -230,6 +233,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 {
 		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions: must not be negative (0 means no limit)")
+	}
+	if c.DedupeWindow < 0 {
+		bad("dedupe-window: must not be negative (0 turns deduplication off)")
 	}
 	if c.MaxTopicLength < 1 || c.MaxTopicLength > 65535 {
 		bad("max-topic-length: %d must be between 1 and 65535", c.MaxTopicLength)
