@@ -401,6 +401,13 @@ func TestMosquittoJSONOutput(t *testing.T) {
 	if !strings.Contains(line, `"origin"`) || !strings.Contains(line, `"mosquitto_pub"`) {
 		t.Errorf("user property origin=mosquitto_pub missing from %s", line)
 	}
+	// The hub's envelope shows too: the message id, the (anonymous, so
+	// empty) sender and the accept time.
+	for _, key := range []string{`"id"`, `"from"`, `"ts"`} {
+		if !strings.Contains(line, key) {
+			t.Errorf("envelope property %s missing from %s", key, line)
+		}
+	}
 }
 
 func TestMosquittoNotAuthorised(t *testing.T) {
