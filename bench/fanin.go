@@ -90,32 +90,9 @@ func runFanin(ctx context.Context, o Options, qos byte) (map[string]float64, err
 		}
 	}
 
-	window, cancel := sendWindow(ctx, o)
-	defer cancel()
-	bar := sendProgress(o, o.scenarioDesc(fmt.Sprintf("fanin-qos%d", qos)), senders)
-	start := monoNow()
-	runSenders(window, ctx, senders)
-	sendElapsed := monoNow() - start
-	bar.finish()
-
-	sent, failed, perStream := senderTotals(senders)
-	waitDrained(ctx, o.Drain, o.DrainIdle,
-		func() bool { u, _, _, _ := streams.totals(); return u >= sent },
-		arrivals.Load)
-
-	unique, dups, ooo, foreign := streams.totals()
-	figs := map[string]float64{
-		"publishers":     float64(o.Clients),
-		"sent":           float64(sent),
-		"publish_errors": float64(failed),
-		"sent_per_s":     perSecond(sent, durationOf(sendElapsed)),
-		"received":       float64(unique),
-		"recv_per_s":     perSecond(unique, last.since(start)),
-		"lost":           float64(streams.lost(perStream)),
-		"duplicates":     float64(dups),
-		"foreign":        float64(foreign),
-		"backlog_stalls": float64(gate.stallCount()),
-	}
+	figs, ooo := sendAndDrain(ctx, o, o.scenarioDesc(fmt.Sprintf("fanin-qos%d", qos)), senders, streams, arrivals.Load, &last)
+	figs["publishers"] = float64(o.Clients)
+	figs["backlog_stalls"] = float64(gate.stallCount())
 	if qos == 0 || o.Inflight == 1 {
 		// With several QoS 1 publishes in flight per publisher, the
 		// stream is reordered on our side already; only a single

@@ -72,32 +72,10 @@ func runP2P(ctx context.Context, o Options) (map[string]float64, error) {
 			workers: 1, rate: o.sendRate(), count: o.Count, size: o.PayloadSize,
 		}
 	}
-	window, cancel := sendWindow(ctx, o)
-	defer cancel()
-	bar := sendProgress(o, o.scenarioDesc("p2p-latency"), senders)
-	start := monoNow()
-	runSenders(window, ctx, senders)
-	sendElapsed := monoNow() - start
-	bar.finish()
-
-	sent, failed, perStream := senderTotals(senders)
-	waitDrained(ctx, o.Drain, o.DrainIdle,
-		func() bool { u, _, _, _ := streams.totals(); return u >= sent },
-		arrivals.Load)
-	unique, dups, ooo, foreign := streams.totals()
-	figs := map[string]float64{
-		"pairs":          float64(o.Clients),
-		"sent":           float64(sent),
-		"publish_errors": float64(failed),
-		"sent_per_s":     perSecond(sent, durationOf(sendElapsed)),
-		"received":       float64(unique),
-		"recv_per_s":     perSecond(unique, last.since(start)),
-		"lost":           float64(streams.lost(perStream)),
-		"duplicates":     float64(dups),
-		"out_of_order":   float64(ooo),
-		"order_breaks":   float64(streams.orderBreaks()),
-		"foreign":        float64(foreign),
-	}
+	figs, ooo := sendAndDrain(ctx, o, o.scenarioDesc("p2p-latency"), senders, streams, arrivals.Load, &last)
+	figs["pairs"] = float64(o.Clients)
+	figs["out_of_order"] = float64(ooo)
+	figs["order_breaks"] = float64(streams.orderBreaks())
 	lat.figures(figs)
 	return figs, nil
 }

@@ -89,3 +89,33 @@ func sentSoFar(senders []*sender) int64 {
 	}
 	return int64(n)
 }
+
+// sendAndDrain is the common part of the stream scenarios: it runs the
+// senders for the send window with a progress bar, waits for the receivers
+// to catch up (or to stall), and returns the figures every stream scenario
+// reports, plus the out-of-order count for those that can attribute it.
+func sendAndDrain(ctx context.Context, o Options, desc string, senders []*sender, streams *streamSet, arrivals func() int64, last *lastArrival) (figs map[string]float64, ooo uint64) {
+	window, cancel := sendWindow(ctx, o)
+	defer cancel()
+	bar := sendProgress(o, desc, senders)
+	start := monoNow()
+	runSenders(window, ctx, senders)
+	sendElapsed := monoNow() - start
+	bar.finish()
+
+	sent, failed, perStream := senderTotals(senders)
+	waitDrained(ctx, o.Drain, o.DrainIdle,
+		func() bool { u, _, _, _ := streams.totals(); return u >= sent },
+		arrivals)
+	unique, dups, ooo, foreign := streams.totals()
+	return map[string]float64{
+		"sent":           float64(sent),
+		"publish_errors": float64(failed),
+		"sent_per_s":     perSecond(sent, durationOf(sendElapsed)),
+		"received":       float64(unique),
+		"recv_per_s":     perSecond(unique, last.since(start)),
+		"lost":           float64(streams.lost(perStream)),
+		"duplicates":     float64(dups),
+		"foreign":        float64(foreign),
+	}, ooo
+}

@@ -89,8 +89,7 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
 		{"mqhub_queue_revoked_total", "Queued messages dropped because the session may no longer read their topic.", st.Revoked.Load},
 	} {
-		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
-			func() float64 { return float64(c.v()) }))
+		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
 	}
 }
 
@@ -109,11 +108,11 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 		{"topic_length", st.TopicLength.Load},
 		{"topic_levels", st.TopicLevels.Load},
 	} {
-		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		counterFunc(m.registry, prometheus.CounterOpts{
 			Name:        "mqhub_limit_refusals_total",
 			Help:        "CONNECTs, PUBLISHes and topic filters refused by a configured limit, by limit.",
 			ConstLabels: prometheus.Labels{"limit": c.limit},
-		}, func() float64 { return float64(c.v()) }))
+		}, c.v)
 	}
 }
 
@@ -131,9 +130,14 @@ func (m *metrics) registerStore(st *storage.Stats) {
 		{"mqhub_store_syncs_total", "fsyncs of the store.", st.Syncs.Load},
 		{"mqhub_store_commit_errors_total", "Failed commits or fsyncs of the store.", st.CommitErrors.Load},
 	} {
-		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
-			func() float64 { return float64(c.v()) }))
+		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
 	}
+}
+
+// counterFunc registers a counter whose value is read from an atomic
+// counter of another package when scraped.
+func counterFunc[T int64 | uint64](reg *prometheus.Registry, opts prometheus.CounterOpts, v func() T) {
+	reg.MustRegister(prometheus.NewCounterFunc(opts, func() float64 { return float64(v()) }))
 }
 
 func (m *metrics) connectionError(reason string) {

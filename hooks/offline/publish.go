@@ -86,6 +86,7 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online 
 		return nil, nil
 	}
 	var plain, retained []string
+	var live *packets.Packet // the QoS 0 packet sent to online sessions
 	for id := range subs.Subscriptions {
 		s := h.sessionOf(id)
 		if s == nil {
@@ -97,7 +98,12 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online 
 		}
 		if pk.FixedHeader.Qos == 0 {
 			if sd := s.online(); sd != nil {
-				out := toPacket(toMessage(cl, pk, pk.FixedHeader.Retain && keepRetain), 0, nil)
+				if live == nil {
+					p := toPacket(toMessage(cl, pk, false), 0, nil) // once per message, shared read-only
+					live = &p
+				}
+				out := *live
+				out.FixedHeader.Retain = pk.FixedHeader.Retain && keepRetain
 				_, out.Properties.SubscriptionIdentifier = s.delivery(pk.TopicName, 0)
 				sd.pushQoS0(out)
 			}
