@@ -25,6 +25,7 @@ type op interface {
 type kv struct {
 	key, val []byte
 	del      bool
+	ttl      time.Duration // > 0: Badger expires the entry (setTTL)
 }
 
 // undo restores a session's working counters when an op or a chunk fails,
@@ -192,9 +193,12 @@ func (b *batch) stage(o op) {
 	b.chunkCount += b.curCount
 	for _, e := range b.cur {
 		var err error
-		if e.del {
+		switch {
+		case e.del:
 			err = b.txn.Delete(e.key)
-		} else {
+		case e.ttl > 0:
+			err = b.txn.SetEntry(badger.NewEntry(e.key, e.val).WithTTL(e.ttl))
+		default:
 			err = b.txn.Set(e.key, e.val)
 		}
 		if err != nil {
@@ -287,6 +291,13 @@ func (b *batch) set(k, v []byte) {
 	b.cur = append(b.cur, kv{key: k, val: v})
 	b.curSize += b.entrySize(k, v)
 	b.curCount++
+}
+
+// setTTL is set for an entry Badger expires ttl after it is staged, with
+// Badger's 1-second granularity (see Badger's Entry.WithTTL).
+func (b *batch) setTTL(k, v []byte, ttl time.Duration) {
+	b.set(k, v)
+	b.cur[len(b.cur)-1].ttl = ttl
 }
 
 func (b *batch) del(k []byte) {

@@ -1,6 +1,7 @@
 // Package storage is the node's durable store, on one Badger database:
 // MQTT sessions, per-session offline queues with inflight markers,
-// retained messages, and users with the client IDs they own. It keeps the product promise "a message acknowledged
+// retained messages, users with the client IDs they own, groups, block
+// lists, user settings and records of sent messages. It keeps the product promise "a message acknowledged
 // to the sender is safe and will reach the recipient": a write is
 // answered only once it is durable (fsynced under DurabilitySync).
 //
@@ -38,7 +39,8 @@
 // # Key layout
 //
 // A sid below is a session (client) ID as 2-byte big-endian length + bytes,
-// so one session's prefix never contains another's. seq is 8 bytes
+// so one session's prefix never contains another's; so are the user of a
+// b key and the sender of an m key. seq is 8 bytes
 // big-endian, so keys sort in queue order.
 //
 //	v                 format version (1 byte)
@@ -51,6 +53,10 @@
 //	u|u|name          User (bcrypt password hash, admin flag)
 //	u|o|clientID      owner of a client ID (the first user to connect with it)
 //	u|n|user|clientID index of a user's client IDs, to release them on delete
+//	u|s|name          Settings of a user (privacy flags; JWT users have no User)
+//	g|name            Group (title, owner, sorted members)
+//	b|user|blocked    block: user has blocked blocked (empty value)
+//	m|sender|id       topic a sender's message id went to, for read receipts (Badger TTL)
 //
 // See docs/storage.md for the choices and the measured figures.
 package storage

@@ -16,6 +16,9 @@ const (
 	famInflight = 'i' // i|sid|seq              -> packet ID + sent time
 	famPacket   = 'p' // p|sid|packetID         -> seq
 	famRetained = 'r' // r|topic                -> retained Message
+	famGroup    = 'g' // g|name                 -> Group
+	famBlock    = 'b' // b|len16(user)|blocked  -> empty (user blocked blocked)
+	famSent     = 'm' // m|len16(sender)|id     -> topic the message went to
 )
 
 // formatVersion is the on-disk layout version stored under key "v".
@@ -89,12 +92,15 @@ func sidFromKey(k []byte) (string, bool) {
 //	u|u|name                 User (versioned binary)
 //	u|o|clientID             owner of a client ID: user name, claim time
 //	u|n|len16(user)|clientID index of the client IDs a user owns (empty value)
+//	u|s|name                 Settings of a user (settings.go); users known
+//	                         only from a JWT have settings but no User
 const famIdentity = 'u'
 
 const (
-	kindUser  = 'u'
-	kindOwner = 'o'
-	kindOwned = 'n'
+	kindUser     = 'u'
+	kindOwner    = 'o'
+	kindOwned    = 'n'
+	kindSettings = 's'
 )
 
 func userPrefix() []byte { return []byte{famIdentity, kindUser} }
@@ -116,4 +122,42 @@ func ownedPrefix(user string) []byte {
 
 func ownedKey(user, clientID string) []byte {
 	return append(ownedPrefix(user), clientID...)
+}
+
+// settingsKey is u|s|name (settings.go).
+func settingsKey(user string) []byte {
+	return append([]byte{famIdentity, kindSettings}, user...)
+}
+
+// groupKey is g|name (groups.go). Nothing else lives in the family, so a
+// scan of its prefix lists the groups in name order and needs no length
+// prefix.
+func groupKey(name string) []byte { return append([]byte{famGroup}, name...) }
+
+// blockPrefix is the prefix of the users one user has blocked (blocks.go).
+// It is sidPrefix's layout: the length-prefixed user makes "al"'s list
+// disjoint from "alice"'s.
+func blockPrefix(user string) []byte { return sidPrefix(famBlock, user, 0) }
+
+func blockKey(user, blocked string) []byte {
+	return append(sidPrefix(famBlock, user, len(blocked)), blocked...)
+}
+
+// splitUserScoped splits a fam|len16(user)|user|rest key (b and m
+// families); ok is false for a key too short for its own length prefix.
+func splitUserScoped(k []byte) (user, rest string, ok bool) {
+	if len(k) < 3 {
+		return "", "", false
+	}
+	n := int(binary.BigEndian.Uint16(k[1:3]))
+	if len(k) < 3+n {
+		return "", "", false
+	}
+	return string(k[3 : 3+n]), string(k[3+n:]), true
+}
+
+// sentKey is the record of the topic a sender's message ID went to
+// (sent.go), length-prefixed like blockKey.
+func sentKey(sender, id string) []byte {
+	return append(sidPrefix(famSent, sender, len(id)), id...)
 }
