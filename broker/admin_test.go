@@ -44,42 +44,11 @@ func (r adminResponse) errorMessage(t *testing.T) string {
 // goes with Content-Type application/json.
 func adminCall(t *testing.T, h *secureHub, method, path, user, password string, body any) adminResponse {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, ok := body.(string)
-		if !ok {
-			raw, err := json.Marshal(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b = string(raw)
-		}
-		rd = strings.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://"+h.HTTPAddr()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	authorization := ""
 	if user != "" {
-		req.SetBasicAuth(user, password)
+		authorization = apiBasic(user, password)
 	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	if len(data) > 0 && resp.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("%s %s: Content-Type %q, want application/json", method, path, resp.Header.Get("Content-Type"))
-	}
-	return adminResponse{status: resp.StatusCode, header: resp.Header, body: data}
+	return apiCall(t, h, method, path, authorization, body)
 }
 
 // asRoot calls the admin API as the admin of startSecureHub.

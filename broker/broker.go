@@ -34,18 +34,20 @@ var ErrClosed = errors.New("broker: shut down")
 
 // Broker is one mqhub node.
 type Broker struct {
-	cfg     Config
-	log     zerolog.Logger
-	sampled zerolog.Logger // for per-connection error paths a client can trigger at will
-	mochi   *mqtt.Server
-	hooks   []mqtt.Hook
-	metrics *metrics
-	store   *storage.Store
-	auth    *hooks.Auth
-	offline *offline.Hook
-	wills   *willSender
-	conns   conns
-	ready   atomic.Bool
+	cfg       Config
+	log       zerolog.Logger
+	sampled   zerolog.Logger // for per-connection error paths a client can trigger at will
+	mochi     *mqtt.Server
+	hooks     []mqtt.Hook
+	metrics   *metrics
+	store     *storage.Store
+	auth      *hooks.Auth
+	directory *hooks.Directory // groups, block lists, privacy settings
+	presence  *hooks.Presence
+	offline   *offline.Hook
+	wills     *willSender
+	conns     conns
+	ready     atomic.Bool
 
 	tcp, tls *streamListener
 	ws       *wsListener
@@ -134,13 +136,30 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	delivery.Store(b.offline)
 	b.metrics.registerOffline(b.offline.Stats())
 
-	auth, err := newAuth(cfg, b.mochi, store, log)
+	directory, err := hooks.NewDirectory(store, cfg.MaxGroupMembers)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("load groups and block lists: %w", err)
+	}
+	b.directory = directory
+	auth, err := newAuth(cfg, b.mochi, store, directory, log)
 	if err != nil {
 		_ = store.Close()
 		return nil, err
 	}
 	b.auth = auth
-	b.offline.SetCanRead(auth.CanRead)
+	receipts := hooks.NewReceipts(hooks.ReceiptsOptions{
+		Sent: store, Groups: directory, Router: b.offline, Window: cfg.ReceiptWindow, Logger: log,
+	})
+	b.presence = hooks.NewPresence(hooks.PresenceOptions{Server: b.mochi, Settings: directory.Settings, Logger: log})
+	directory.OnSettings(b.presence.Refresh)
+	b.offline.SetRules(offline.Rules{
+		CanRead:      auth.CanRead,
+		Blocked:      directory.Blocked,
+		Ephemeral:    hooks.IsTyping,
+		Copies:       hooks.SyncCopies,
+		Acknowledged: receipts.Delivered,
+	})
 	limits := hooks.NewLimits(hooks.LimitsOptions{
 		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
 		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
@@ -149,7 +168,10 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	b.metrics.registerLimits(limits.Stats())
 	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow})
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, b.offline} {
+	// Order matters: auth sets the user the envelope stamps; receipts see
+	// the envelope's id and rewrite read receipts before the offline hook
+	// stores them; presence stops (and flushes) before the offline hook.
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -210,6 +232,8 @@ func (b *Broker) start() error {
 	if len(errs) == 0 {
 		if err := b.offline.Restore(context.Background()); err != nil {
 			errs = append(errs, err)
+		} else {
+			b.presence.Restore()
 		}
 	}
 	if len(errs) == 0 {
@@ -321,7 +345,7 @@ func (b *Broker) mqttListeners() []listeners.Listener {
 
 // newAuth builds the authentication and authorization hook: the user
 // store, the JWT keys and the ACL file named in cfg.
-func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, log zerolog.Logger) (*hooks.Auth, error) {
+func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, groups hooks.Membership, log zerolog.Logger) (*hooks.Auth, error) {
 	verifier, err := hooks.NewJWTVerifier(hooks.JWTOptions{
 		HMACSecretFile:       cfg.JWTHMACSecretFile,
 		RSAPublicKeyFile:     cfg.JWTRSAPublicKeyFile,
@@ -349,6 +373,7 @@ func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, log zerolog.
 		Users:          store,
 		JWT:            verifier,
 		ACL:            acl,
+		Groups:         groups,
 		AllowAnonymous: cfg.AllowAnonymous,
 		Logger:         log,
 	}), nil

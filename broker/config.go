@@ -75,7 +75,9 @@ type Config struct {
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
 
-	DedupeWindow time.Duration // a repeated message id from one sender within this is acknowledged, not delivered again
+	DedupeWindow    time.Duration // a repeated message id from one sender within this is acknowledged, not delivered again
+	ReceiptWindow   time.Duration // read receipts are accepted for a message this long after it was sent
+	MaxGroupMembers int           // members one group may have
 
 	Durability       string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
 	SyncInterval     time.Duration // fsync period under interval durability (the loss window)
@@ -118,6 +120,8 @@ func Default() Config {
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,
 		DedupeWindow:     5 * time.Minute,
+		ReceiptWindow:    30 * 24 * time.Hour,
+		MaxGroupMembers:  1024,
 		MaxTopicLength:   4096,
 		MaxTopicLevels:   32,
 		Durability:       DurabilitySync,
@@ -236,6 +240,12 @@ func (c Config) Validate() error {
 	}
 	if c.DedupeWindow < 0 {
 		bad("dedupe-window: must not be negative (0 turns deduplication off)")
+	}
+	if c.ReceiptWindow < time.Second {
+		bad("receipt-window: %s must be at least 1s", c.ReceiptWindow)
+	}
+	if c.MaxGroupMembers < 2 || c.MaxGroupMembers > 100_000 {
+		bad("max-group-members: %d must be between 2 and 100000", c.MaxGroupMembers)
 	}
 	if c.MaxTopicLength < 1 || c.MaxTopicLength > 65535 {
 		bad("max-topic-length: %d must be between 1 and 65535", c.MaxTopicLength)

@@ -86,6 +86,13 @@ func (b *Broker) establish(listenerID string, raw net.Conn) (err error) {
 	// accepted (before CONNACK), so it bounds exactly the pre-CONNECT phase.
 	_ = raw.SetReadDeadline(time.Now().Add(b.cfg.ConnectTimeout))
 
+	// Runs last: a session that failed between OnSessionEstablish and
+	// CONNACK got no OnDisconnect, but presence counted it.
+	defer func() {
+		if cl := tc.client.Load(); cl != nil {
+			b.presence.ConnectionEnded(cl)
+		}
+	}()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrDecoderPanic, r)

@@ -13,6 +13,7 @@ import (
 //   - /readyz: 200 once every listener is up, 503 before and while shutting down;
 //   - /metrics: Prometheus text format;
 //   - /v1/admin/: user management, admins only (admin.go);
+//   - /v1/groups, /v1/me/: groups, blocks and settings, for every user (api.go);
 //   - /debug/pprof/: Go profiles, only with --pprof.
 func (b *Broker) newHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -31,6 +32,7 @@ func (b *Broker) newHTTPHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{}))
 	b.registerAdminAPI(mux)
+	b.registerAPI(mux)
 	if b.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -461,3 +461,24 @@ func TestMosquittoSubReadsOnlyWhatUserMay(t *testing.T) {
 		t.Fatalf("got %q", line)
 	}
 }
+
+// TestMosquitto311DeliveredReceipt: an MQTT 3.1.1 device gets the plain
+// payload, and its PUBACK still gives the sender a delivered receipt.
+func TestMosquitto311DeliveredReceipt(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	hp := mosqHostPort(t, h.MQTTAddr())
+	sub := startMosq(t, "mosquitto_sub", mosqArgs(hp, []string{"-V", "mqttv311", "-u", "bob", "-P", "bob-pw", "-i", "bob-old",
+		"-c", "-q", "1", "-t", "u/bob/inbox", "-F", "MSG %t %p"})...)
+	root := h.mustLogin(t, "root", "root-cli")
+	sub.awaitProbe(t, root, "u/bob/inbox")
+
+	alice := h.device(t, "alice", "alice-phone", "u/alice/receipts")
+	if code := send(t, alice, "u/bob/inbox", "m-311", "hello old phone"); code != 0 {
+		t.Fatalf("refused: 0x%02x", code)
+	}
+	line := sub.waitLine(t, mosqLineTimeout, "alice's message", func(l string) bool { return strings.Contains(l, "hello old phone") })
+	if line != "MSG u/bob/inbox hello old phone" {
+		t.Fatalf("mosquitto_sub printed %q", line)
+	}
+	wantDelivered(t, nextReceipt(t, alice, "alice"), "m-311", "bob", "bob-old")
+}

@@ -63,6 +63,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxTopicLength, "max-topic-length", c.MaxTopicLength, "bytes in a topic name or filter")
 	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "levels in a topic name or filter")
 	fs.DurationVar(&c.DedupeWindow, "dedupe-window", c.DedupeWindow, "a PUBLISH repeating the id user property of an earlier one from the same sender within this is acknowledged but not delivered again (0: off)")
+	fs.DurationVar(&c.ReceiptWindow, "receipt-window", c.ReceiptWindow, "read receipts are accepted for a message this long after it was sent (the hub keeps a small record per message until then)")
+	fs.IntVar(&c.MaxGroupMembers, "max-group-members", c.MaxGroupMembers, "members one group may have")
 	fs.StringVar(&c.Durability, "durability", c.Durability, "sync: a QoS 1/2 message is fsynced before it is acknowledged; interval: fsync every sync-interval (faster, loses up to that window on power loss)")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period with interval durability")
 	fs.IntVar(&c.QueueMaxMessages, "queue-max-messages", c.QueueMaxMessages, "messages one persistent session's queue may hold")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,8 @@ type AuthOptions struct {
 	// JWT verifies passwords that are JSON Web Tokens; nil turns JWT
 	// logins off.
 	JWT *JWTVerifier
+	// Groups answers group membership for g/ topics; nil keeps g/ closed.
+	Groups Membership
 	// ACL decides topics outside the hub's own namespaces; nil leaves them
 	// open to every admitted client.
 	ACL *ACLFile
@@ -160,6 +163,37 @@ func (h *Auth) authenticate(cl *mqtt.Client, pk packets.Packet) (Identity, *refu
 		}
 	}
 
+	if !hasCredentials {
+		if h.opts.AllowAnonymous {
+			return Identity{}, nil
+		}
+		return Identity{}, &refusal{packets.ErrNotAuthorized, "no credentials and anonymous access is off"}
+	}
+	return h.credentials(username, password)
+}
+
+// Login checks a user name and password, or a JWT given as the password
+// (the user name may then be empty), as a CONNECT would. The HTTP API
+// authenticates with it. A refusal's error text is safe to show.
+func (h *Auth) Login(username string, password []byte) (Identity, error) {
+	id, r := h.credentials(username, password)
+	if r != nil {
+		if r.code == packets.ErrServerUnavailable {
+			return Identity{}, fmt.Errorf("%w: %s", ErrAuthUnavailable, r.why)
+		}
+		return Identity{}, fmt.Errorf("%w: %s", ErrLoginFailed, r.why)
+	}
+	return id, nil
+}
+
+// Login errors.
+var (
+	ErrLoginFailed     = errors.New("login failed")
+	ErrAuthUnavailable = errors.New("authentication unavailable")
+)
+
+// credentials checks a password or a JWT.
+func (h *Auth) credentials(username string, password []byte) (Identity, *refusal) {
 	if h.opts.JWT != nil && LooksLikeJWT(password) {
 		user, err := h.opts.JWT.Verify(string(password))
 		if err != nil {
@@ -169,13 +203,6 @@ func (h *Auth) authenticate(cl *mqtt.Client, pk packets.Packet) (Identity, *refu
 			return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "user name differs from the token's subject"}
 		}
 		return h.identity(user), nil
-	}
-
-	if !hasCredentials {
-		if h.opts.AllowAnonymous {
-			return Identity{}, nil
-		}
-		return Identity{}, &refusal{packets.ErrNotAuthorized, "no credentials and anonymous access is off"}
 	}
 	if h.opts.Users == nil || !validName(username) || len(password) == 0 {
 		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
@@ -293,7 +320,7 @@ func (h *Auth) allowed(id Identity, clientID, topic string, write bool) bool {
 		}
 		return h.opts.ACL.Allows("", clientID, topic, write)
 	}
-	if allowed, reserved := namespaceAccess(id.User, id.Admin, topic, write); reserved {
+	if allowed, reserved := namespaceAccess(id.User, id.Admin, topic, write, h.opts.Groups); reserved {
 		return allowed
 	}
 	if h.opts.ACL == nil || id.Admin {

@@ -73,7 +73,19 @@ func (h *Envelope) ID() string { return "envelope" }
 
 // Provides implements mqtt.Hook.
 func (h *Envelope) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnPacketEncode}, []byte{b})
+}
+
+// OnPacketEncode keeps the envelope on PUBLISH packets to clients that set
+// Request Problem Information to 0 (paho.golang does whenever a client
+// sets connect properties). Mochi then strips user properties from every
+// packet, but the rule it follows [MQTT-3.1.2-29] exempts PUBLISH: only
+// acknowledgements lose their reason strings and user properties.
+func (h *Envelope) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish {
+		pk.Mods.DisallowProblemInfo = false
+	}
+	return pk
 }
 
 // OnPublish stamps the envelope; a repeated ID is acknowledged and dropped

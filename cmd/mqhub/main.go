@@ -26,5 +26,6 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(), newBenchCmd())
 	root.AddCommand(newUserCmd())
+	root.AddCommand(newGroupCmd())
 	return root
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 
 	"github.com/mqhub/mqhub/storage"
@@ -25,10 +26,37 @@ type Options struct {
 	// WriteTimeout bounds how long a publisher waits for its message to be
 	// durable before it gets an error (default 10 s).
 	WriteTimeout time.Duration
+	// Rules are the access and messaging rules; they may also be set
+	// later with SetRules.
+	Rules
+}
+
+// Rules are what the hook asks of the access and messaging hooks, which
+// are created after it (they route through it). Every field may be nil.
+type Rules struct {
 	// CanRead, when set, is asked before a message is queued for a session
 	// and again before it is sent, so that revoked access also stops
 	// messages already queued. Nil allows everything.
 	CanRead func(user, clientID, topic string) bool
+	// Blocked, when set, reports whether recipient has blocked sender
+	// (user names): a client's message is then not delivered to the
+	// recipient's sessions, and the publisher is acknowledged as usual.
+	Blocked func(recipient, sender string) bool
+	// Ephemeral, when set, names topics whose messages go at QoS 0 to
+	// connected sessions only and are never queued (typing indicators).
+	Ephemeral func(topic string) bool
+	// Copies, when set, returns messages to route along with a client's
+	// publish, stored in the same commit before its PUBACK (copies of a
+	// direct message for the sender's other devices). A copy never goes
+	// to the publishing client itself.
+	Copies func(cl *mqtt.Client, pk packets.Packet) []packets.Packet
+	// Acknowledged, when set, is called when a client acknowledges a
+	// queued message (PUBACK, or PUBCOMP for QoS 2), with the session's
+	// client ID and user. The entry leaves the queue only when done(nil)
+	// is called, so that what Acknowledged writes (a delivered receipt) is
+	// durable first; after done(err) the entry stays and is sent again on
+	// the session's next connection. done may be called on any goroutine.
+	Acknowledged func(clientID, user string, m *storage.Message, done func(error))
 }
 
 // Stats counts what the hook did, for metrics and tests.
@@ -54,7 +82,9 @@ type Hook struct {
 	sampled      zerolog.Logger
 	maxInflight  int
 	writeTimeout time.Duration
-	canRead      func(user, clientID, topic string) bool
+	rules        Rules
+	hub          *mqtt.Client      // the publisher of RouteAsync's messages
+	acks         acker             // entries to remove once their receipts are durable
 	index        *mqtt.TopicsIndex // subscriptions of persistent sessions
 
 	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
@@ -76,17 +106,20 @@ func New(opts Options) *Hook {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	log := opts.Logger.With().Str("component", "offline").Logger()
-	return &Hook{
+	h := &Hook{
 		server:       opts.Server,
 		store:        opts.Store,
 		log:          log,
 		sampled:      log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
 		maxInflight:  opts.MaxInflight,
 		writeTimeout: opts.WriteTimeout,
-		canRead:      opts.CanRead,
+		rules:        opts.Rules,
+		hub:          opts.Server.NewClient(nil, hubListener, "", true),
 		index:        mqtt.NewTopicsIndex(),
 		sessions:     map[string]*session{},
 	}
+	h.acks.h = h
+	return h
 }
 
 // ID implements mqtt.Hook.
@@ -173,19 +206,16 @@ func (h *Hook) OnStopped() {
 	h.senders.Wait()
 }
 
-// SetCanRead installs the access check (Options.CanRead) once the access
-// hook exists; call it before the server starts.
-func (h *Hook) SetCanRead(canRead func(user, clientID, topic string) bool) { h.canRead = canRead }
+// SetRules installs the access and messaging rules once the hooks that
+// provide them exist; call it before the server starts.
+func (h *Hook) SetRules(r Rules) { h.rules = r }
 
 // mayRead asks the access rules whether a session may receive a topic.
 func (h *Hook) mayRead(s *session, topic string) bool {
-	if h.canRead == nil {
+	if h.rules.CanRead == nil {
 		return true
 	}
-	s.mu.Lock()
-	user := s.rec.User
-	s.mu.Unlock()
-	return h.canRead(user, s.id, topic)
+	return h.rules.CanRead(s.user(), s.id, topic)
 }
 
 // sessionOf returns the persistent session of a client ID, or nil.

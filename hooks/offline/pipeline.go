@@ -57,14 +57,14 @@ func (h *Hook) pipelineOf(cl *mqtt.Client) *pipeline {
 
 // add starts the durable writes of one publish; PUBACK follows when they
 // commit. It blocks only while maxPipelined publishes are waiting.
-func (p *pipeline) add(pk packets.Packet, writes []write, online []*sender) {
+func (p *pipeline) add(pk packets.Packet, routes []route, online []*sender) {
 	p.slots <- struct{}{}
 	e := &pipelined{pk: pk, online: online}
-	e.remaining.Store(int32(len(writes)))
+	e.remaining.Store(int32(countWrites(routes)))
 	p.mu.Lock()
 	p.pending = append(p.pending, e)
 	p.mu.Unlock()
-	p.h.startWrites(p.cl, pk, writes, func(err error) { p.written(e, err) })
+	p.h.startWrites(p.cl, routes, func(err error) { p.written(e, err) })
 }
 
 // written records the outcome of one write; it may run on the store's

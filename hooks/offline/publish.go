@@ -3,6 +3,8 @@ package offline
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -23,6 +25,16 @@ type write struct {
 	retain bool
 }
 
+// route is a message and the queue writes that store it.
+type route struct {
+	pk     packets.Packet
+	writes []write
+}
+
+// hubListener names the inline client that publishes the hub's own
+// messages through RouteAsync.
+const hubListener = "mqhub-hub"
+
 // OnPublish runs on the publisher's read goroutine before mochi sends
 // PUBACK/PUBREC. A QoS 1/2 message for our sessions is appended to their
 // queues before it is acknowledged; if it cannot be stored, the publisher
@@ -37,15 +49,15 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline && cl.Net.Listener == relayListener {
 		return pk, nil // a stored message coming back from the pipeline
 	}
-	writes, online := h.plan(cl, pk)
-	if len(writes) == 0 {
+	routes, online := h.routes(cl, pk)
+	if len(routes) == 0 {
 		return pk, nil
 	}
 	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
-		h.pipelineOf(cl).add(pk, writes, online)
+		h.pipelineOf(cl).add(pk, routes, online)
 		return pk, packets.ErrRejectPacket // mochi neither acknowledges nor delivers: the pipeline will
 	}
-	if err := h.enqueue(cl, pk, writes); err != nil {
+	if err := h.enqueue(cl, routes); err != nil {
 		return pk, h.refuse(cl, pk, err)
 	}
 	for _, sd := range online {
@@ -63,9 +75,9 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if max := h.server.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 {
 		pk.Expiry = time.Now().Unix() + max
 	}
-	writes, online := h.plan(cl, pk)
+	writes, online := h.plan(cl, pk, "")
 	if len(writes) > 0 {
-		if err := h.enqueue(cl, pk, writes); err != nil {
+		if err := h.enqueue(cl, []route{{pk, writes}}); err != nil {
 			h.stats.Refused.Add(1)
 			h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("topic", pk.TopicName).Msg("will not queued")
 			return
@@ -76,27 +88,58 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// plan finds the sessions a message goes to. QoS 0 messages are handed to
-// the online ones here and never queued; for QoS 1/2 it returns the queue
-// writes (sessions split by the retain flag they see, in chunks) and the
-// senders to wake once the message is stored.
-func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online []*sender) {
+// routes plans a publish and the copies the rules add to it (Rules.Copies).
+func (h *Hook) routes(cl *mqtt.Client, pk packets.Packet) (routes []route, online []*sender) {
+	writes, online := h.plan(cl, pk, "")
+	if len(writes) > 0 {
+		routes = append(routes, route{pk, writes})
+	}
+	if h.rules.Copies == nil || cl.Net.Inline {
+		return routes, online
+	}
+	for _, c := range h.rules.Copies(cl, pk) {
+		w, o := h.plan(cl, c, cl.ID)
+		if len(w) > 0 {
+			routes = append(routes, route{c, w})
+		}
+		online = append(online, o...)
+	}
+	return routes, online
+}
+
+// plan finds the sessions a message goes to; exclude, when set, is a
+// client ID that does not get it. QoS 0 and ephemeral messages are handed
+// to the online sessions here and never queued; for QoS 1/2 it returns the
+// queue writes (sessions split by the retain flag they see, in chunks) and
+// the senders to wake once the message is stored.
+func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes []write, online []*sender) {
 	subs := h.index.Subscribers(pk.TopicName)
 	if len(subs.Subscriptions) == 0 {
 		return nil, nil
+	}
+	qos := pk.FixedHeader.Qos
+	if qos > 0 && h.rules.Ephemeral != nil && h.rules.Ephemeral(pk.TopicName) {
+		qos = 0
+	}
+	sender := ""
+	if !cl.Net.Inline && h.rules.Blocked != nil {
+		sender = string(cl.Properties.Username)
 	}
 	var plain, retained []string
 	var live *packets.Packet // the QoS 0 packet sent to online sessions
 	for id := range subs.Subscriptions {
 		s := h.sessionOf(id)
-		if s == nil {
+		if s == nil || id == exclude {
 			continue
 		}
 		deliver, keepRetain := s.wants(pk.TopicName, cl.ID)
 		if !deliver || !h.mayRead(s, pk.TopicName) {
 			continue
 		}
-		if pk.FixedHeader.Qos == 0 {
+		if sender != "" && h.rules.Blocked(s.user(), sender) {
+			continue
+		}
+		if qos == 0 {
 			if sd := s.online(); sd != nil {
 				if live == nil {
 					p := toPacket(toMessage(cl, pk, false), 0, nil) // once per message, shared read-only
@@ -129,13 +172,19 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet) (writes []write, online 
 	return writes, online
 }
 
-// startWrites submits the queue writes of one message; done is called once
+// startWrites submits the queue writes of messages; done is called once
 // per write, possibly on the store's commit goroutine, so it must not
 // block.
-func (h *Hook) startWrites(cl *mqtt.Client, pk packets.Packet, writes []write, done func(error)) {
-	for _, w := range writes {
+func (h *Hook) startWrites(cl *mqtt.Client, routes []route, done func(error)) {
+	for _, r := range routes {
+		h.startRoute(cl, r, done)
+	}
+}
+
+func (h *Hook) startRoute(cl *mqtt.Client, r route, done func(error)) {
+	for _, w := range r.writes {
 		n := int64(len(w.ids))
-		err := h.store.EnqueueAsync(w.ids, toMessage(cl, pk, w.retain), func(_ []uint64, err error) {
+		err := h.store.EnqueueAsync(w.ids, toMessage(cl, r.pk, w.retain), func(_ []uint64, err error) {
 			if err == nil {
 				h.stats.Enqueued.Add(n)
 			}
@@ -147,15 +196,25 @@ func (h *Hook) startWrites(cl *mqtt.Client, pk packets.Packet, writes []write, d
 	}
 }
 
-// enqueue writes the message and waits until every write committed (they
+// countWrites is the number of queue writes of routes.
+func countWrites(routes []route) int {
+	n := 0
+	for _, r := range routes {
+		n += len(r.writes)
+	}
+	return n
+}
+
+// enqueue writes the messages and waits until every write committed (they
 // join the same group commit).
-func (h *Hook) enqueue(cl *mqtt.Client, pk packets.Packet, writes []write) error {
+func (h *Hook) enqueue(cl *mqtt.Client, routes []route) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
 	defer cancel()
-	results := make(chan error, len(writes))
-	h.startWrites(cl, pk, writes, func(err error) { results <- err })
+	n := countWrites(routes)
+	results := make(chan error, n)
+	h.startWrites(cl, routes, func(err error) { results <- err })
 	var errs []error
-	for range writes {
+	for range n {
 		select {
 		case err := <-results:
 			errs = append(errs, err)
@@ -185,4 +244,42 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, err error) error {
 		cl.Stop(code)
 	}
 	return packets.ErrRejectPacket
+}
+
+// RouteAsync delivers a message the hub publishes itself (a receipt) to
+// the sessions subscribed to its topic, queueing it like any QoS 1/2
+// message. done is called once, when every queue write is durable or one
+// failed, possibly on the store's commit goroutine: it must not block.
+// Mochi's own subscribers (shared subscriptions) do not get it.
+func (h *Hook) RouteAsync(pk packets.Packet, done func(error)) {
+	writes, online := h.plan(h.hub, pk, "")
+	if len(writes) == 0 {
+		done(nil)
+		return
+	}
+	var (
+		remaining atomic.Int32
+		mu        sync.Mutex
+		first     error
+	)
+	remaining.Store(int32(len(writes)))
+	h.startRoute(h.hub, route{pk, writes}, func(err error) {
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+		if remaining.Add(-1) > 0 {
+			return
+		}
+		for _, sd := range online {
+			sd.kick()
+		}
+		mu.Lock()
+		err = first
+		mu.Unlock()
+		done(err)
+	})
 }

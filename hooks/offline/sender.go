@@ -3,6 +3,7 @@ package offline
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -26,6 +27,13 @@ const (
 // readBatch is how many queue entries one disk read returns at most.
 const readBatch = 128
 
+// inflight is a queue entry sent and not yet acknowledged. The message is
+// kept (at most a window's worth) for Rules.Acknowledged.
+type inflight struct {
+	seq uint64
+	msg *storage.Message
+}
+
 // sender delivers one session's queue to its connected client. It runs a
 // goroutine only while there is something to do (kick starts one when none
 // runs), so an idle connection costs no goroutine of ours.
@@ -37,11 +45,11 @@ type sender struct {
 
 	mu        sync.Mutex
 	closed    bool
-	inflight  map[uint16]uint64 // packet ID -> queue seq, sent and not acknowledged
-	lastSeq   uint64            // highest seq sent on this connection
-	qos0      []packets.Packet  // live QoS 0 messages, not queued on disk
-	room      chan struct{}     // signalled when the QoS 0 backlog was taken
-	congested bool              // a publisher timed out waiting for room
+	inflight  map[uint16]inflight // by packet ID: sent and not acknowledged
+	lastSeq   uint64              // highest seq sent on this connection
+	qos0      []packets.Packet    // live QoS 0 messages, not queued on disk
+	room      chan struct{}       // signalled when the QoS 0 backlog was taken
+	congested bool                // a publisher timed out waiting for room
 
 	kicker kicker
 }
@@ -51,7 +59,7 @@ func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
 	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
 		window = min(window, int(cl.Properties.Props.ReceiveMaximum))
 	}
-	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]uint64{}, room: make(chan struct{}, 1)}
+	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]inflight{}, room: make(chan struct{}, 1)}
 }
 
 // kick makes sure a goroutine sends what can be sent now.
@@ -68,7 +76,7 @@ func (sd *sender) stop() {
 	for id := range sd.inflight {
 		ids = append(ids, id)
 	}
-	sd.inflight = map[uint16]uint64{}
+	sd.inflight = map[uint16]inflight{}
 	sd.qos0 = nil
 	sd.mu.Unlock()
 	for _, id := range ids {
@@ -116,17 +124,40 @@ func (sd *sender) pushQoS0(pk packets.Packet) {
 }
 
 // complete handles the client's acknowledgement of a packet ID: the entry
-// leaves the queue and the window opens.
+// leaves the queue (after Rules.Acknowledged, when set, made its writes
+// durable) and the window opens.
 func (sd *sender) complete(packetID uint16) {
 	sd.mu.Lock()
-	seq, ok := sd.inflight[packetID]
+	f, ok := sd.inflight[packetID]
 	delete(sd.inflight, packetID)
 	sd.mu.Unlock()
 	if !ok {
 		return
 	}
 	sd.h.stats.Delivered.Add(1)
-	sd.ack(seq)
+	if sd.h.rules.Acknowledged == nil {
+		sd.ack(f.seq)
+		sd.kick()
+		return
+	}
+	// done may come at once, on this goroutine (nothing to write): the
+	// entry is then removed here, so that a client acknowledging faster
+	// than the store removes waits for it (back-pressure). Or it comes
+	// later from the store's commit goroutine, which must not submit
+	// writes itself: the acker removes the entry.
+	id, h := sd.s.id, sd.h
+	var returned atomic.Bool
+	h.rules.Acknowledged(id, sd.s.user(), f.msg, func(err error) {
+		switch {
+		case err != nil:
+			h.sampled.Error().Err(err).Str("client_id", id).Uint64("seq", f.seq).Msg("acknowledgement not processed; the entry will be sent again")
+		case returned.Load():
+			h.acks.add(id, f.seq)
+		default:
+			sd.ack(f.seq)
+		}
+	})
+	returned.Store(true)
 	sd.kick()
 }
 
@@ -243,7 +274,8 @@ func (sd *sender) send(e *storage.Entry) bool {
 		sd.mu.Unlock()
 		return false
 	}
-	sd.inflight[pid] = e.Seq
+	msg := e.Message
+	sd.inflight[pid] = inflight{seq: e.Seq, msg: &msg}
 	sd.lastSeq = e.Seq
 	sd.cl.State.Inflight.Set(pk) // so that mochi answers PUBREC with PUBREL
 	sd.mu.Unlock()

@@ -128,6 +128,13 @@ func (s *session) current(cl *mqtt.Client) *sender {
 	return nil
 }
 
+// user is the user the session belongs to.
+func (s *session) user() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.User
+}
+
 func (s *session) online() *sender {
 	s.mu.Lock()
 	defer s.mu.Unlock()

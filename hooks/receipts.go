@@ -1,0 +1,266 @@
+package hooks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+
+	"github.com/mqhub/mqhub/storage"
+)
+
+// Receipt statuses (docs/protocol.md).
+const (
+	StatusDelivered = "delivered"
+	StatusRead      = "read"
+)
+
+// maxReadIDs bounds the message IDs of one read receipt.
+const maxReadIDs = 1000
+
+// Receipt is the JSON payload of a message on u/{user}/receipts, as the
+// hub delivers it. A delivered receipt names one message (ID); a read
+// receipt names many (IDs).
+type Receipt struct {
+	Status string   `json:"status"`
+	ID     string   `json:"id,omitempty"`
+	IDs    []string `json:"ids,omitempty"`
+	By     string   `json:"by"`
+	Device string   `json:"device,omitempty"` // delivered only: the client ID that acknowledged
+	Group  string   `json:"group,omitempty"`  // delivered only: the group the message went to
+	TS     int64    `json:"ts"`               // Unix milliseconds
+}
+
+// SentLog records which topic each message went to (storage.Store), so
+// that a read receipt can be checked against it.
+type SentLog interface {
+	RecordSentAsync(sender, id, topic string, ttl time.Duration, done func(error)) error
+	SentTopic(sender, id string) (string, error)
+}
+
+// Router queues a message the hub publishes itself (offline.Hook).
+type Router interface {
+	RouteAsync(pk packets.Packet, done func(error))
+}
+
+// ReceiptsOptions configures Receipts.
+type ReceiptsOptions struct {
+	Sent   SentLog
+	Groups Membership
+	Router Router
+	// Window is how long after sending a message read receipts for it are
+	// accepted (default 30 days): the sent record expires then.
+	Window time.Duration
+	Logger zerolog.Logger
+	Now    func() time.Time
+}
+
+// Receipts implements the receipts of the messaging flow:
+//
+//   - every direct or group message a user publishes is recorded (sender,
+//     id -> topic) for Window;
+//   - when a device acknowledges a queued direct or group message
+//     (offline.Rules.Acknowledged), a `delivered` receipt goes to the
+//     sender's u/{sender}/receipts, stored before the entry leaves the
+//     device's queue, so it survives a crash (at least once);
+//   - a `read` receipt a reader publishes to u/{sender}/receipts keeps only
+//     the IDs of messages that were addressed to the reader (its inbox or
+//     a group it belongs to), gets `by` and `ts` stamped, and is routed.
+//
+// It runs after the envelope (which sets `id`) and before the offline hook
+// (which stores what this hook rewrote).
+type Receipts struct {
+	mqtt.HookBase
+	opts    ReceiptsOptions
+	sampled zerolog.Logger
+}
+
+// NewReceipts returns the receipts hook.
+func NewReceipts(opts ReceiptsOptions) *Receipts {
+	if opts.Window <= 0 {
+		opts.Window = 30 * 24 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger.With().Str("component", "receipts").Logger()
+	return &Receipts{
+		opts:    opts,
+		sampled: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
+	}
+}
+
+// ID implements mqtt.Hook.
+func (h *Receipts) ID() string { return "receipts" }
+
+// Provides implements mqtt.Hook.
+func (h *Receipts) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+}
+
+// OnPublish records sent messages and checks read receipts.
+func (h *Receipts) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	user := string(cl.Properties.Username)
+	if cl.Net.Inline || user == "" {
+		return pk, nil
+	}
+	if owner, sub, ok := userTopic(pk.TopicName); ok {
+		switch sub {
+		case subtopicInbox:
+			h.recordSent(cl, pk, user)
+		case subtopicReceipts:
+			return h.read(cl, pk, owner, user)
+		}
+		return pk, nil
+	}
+	if _, ok := groupTopic(pk.TopicName); ok {
+		h.recordSent(cl, pk, user)
+	}
+	return pk, nil
+}
+
+// recordSent submits the sent record before the offline hook submits the
+// message itself: the store commits in order, so a message that is
+// durable has its record too.
+func (h *Receipts) recordSent(cl *mqtt.Client, pk packets.Packet, user string) {
+	id := userProperty(pk.Properties.User, PropID)
+	if id == "" {
+		return
+	}
+	err := h.opts.Sent.RecordSentAsync(user, id, pk.TopicName, h.opts.Window, func(err error) {
+		if err != nil {
+			h.sampled.Warn().Err(err).Str("user", user).Str("id", id).Msg("sent message not recorded: read receipts for it will be refused")
+		}
+	})
+	if err != nil {
+		h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("user", user).Str("id", id).Msg("sent message not recorded: read receipts for it will be refused")
+	}
+}
+
+// read checks a read receipt from reader for sender's messages and
+// rewrites it as the hub delivers it.
+func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader string) (packets.Packet, error) {
+	var in struct {
+		Status string   `json:"status"`
+		IDs    []string `json:"ids"`
+	}
+	if err := json.Unmarshal(pk.Payload, &in); err != nil || in.Status != StatusRead || len(in.IDs) == 0 || len(in.IDs) > maxReadIDs {
+		h.sampled.Info().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).
+			Msg(`receipt refused: the payload must be {"status":"read","ids":[...]} with 1 to 1000 ids`)
+		return pk, refusePublish(cl, pk, packets.ErrPayloadFormatInvalid)
+	}
+	valid := make([]string, 0, len(in.IDs))
+	for _, id := range in.IDs {
+		if sender != reader && h.addressedTo(sender, id, reader) {
+			valid = append(valid, id)
+		}
+	}
+	if len(valid) == 0 {
+		h.sampled.Warn().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).Int("ids", len(in.IDs)).
+			Msg("read receipt refused: none of its messages was addressed to the reader")
+		return pk, refusePublish(cl, pk, packets.ErrNotAuthorized)
+	}
+	payload, err := json.Marshal(Receipt{Status: StatusRead, IDs: valid, By: reader, TS: h.opts.Now().UnixMilli()})
+	if err != nil {
+		return pk, err
+	}
+	pk.Payload = payload
+	pk.Properties.ContentType = "application/json"
+	pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+	pk.FixedHeader.Retain = false
+	return pk, nil
+}
+
+// addressedTo reports whether sender's message id went to reader: to the
+// reader's inbox, or to a group the reader belongs to.
+func (h *Receipts) addressedTo(sender, id, reader string) bool {
+	topic, err := h.opts.Sent.SentTopic(sender, id)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			h.sampled.Error().Err(err).Str("user", sender).Str("id", id).Msg("sent record lookup failed")
+		}
+		return false
+	}
+	if owner, sub, ok := userTopic(topic); ok {
+		return sub == subtopicInbox && owner == reader
+	}
+	group, ok := groupTopic(topic)
+	return ok && h.opts.Groups != nil && h.opts.Groups.IsMember(group, reader)
+}
+
+// Delivered is offline.Rules.Acknowledged: a device of user acknowledged m.
+// For a direct or group message from another user it routes a delivered
+// receipt to the sender and calls done once that is durable; for anything
+// else it calls done at once.
+func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done func(error)) {
+	id := ""
+	for _, p := range m.UserProperties {
+		if p.Key == PropID {
+			id = p.Value
+			break
+		}
+	}
+	sender := m.User
+	if id == "" || sender == "" || user == "" || sender == user {
+		done(nil)
+		return
+	}
+	r := Receipt{Status: StatusDelivered, ID: id, By: user, Device: clientID, TS: h.opts.Now().UnixMilli()}
+	if owner, sub, ok := userTopic(m.Topic); ok {
+		if sub != subtopicInbox || owner != user {
+			done(nil)
+			return
+		}
+	} else if group, ok := groupTopic(m.Topic); ok {
+		r.Group = group
+	} else {
+		done(nil)
+		return
+	}
+	payload, err := json.Marshal(r)
+	if err != nil {
+		done(err)
+		return
+	}
+	h.opts.Router.RouteAsync(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   "u/" + sender + "/" + subtopicReceipts,
+		Payload:     payload,
+		Properties: packets.Properties{
+			ContentType:   "application/json",
+			PayloadFormat: 1, PayloadFormatFlag: true,
+		},
+	}, done)
+}
+
+// userProperty returns the first value of a user property, or "".
+func userProperty(props []packets.UserProperty, key string) string {
+	for _, p := range props {
+		if p.Key == key {
+			return p.Val
+		}
+	}
+	return ""
+}
+
+// refusePublish answers a publish the hub will not route and returns the
+// error that stops mochi: MQTT 5 gets PUBACK/PUBREC with code; QoS 0, and
+// MQTT 3.1.1 which has no reason codes, get it acknowledged and dropped
+// (closing a 3.1.1 connection over a bad receipt would only make the
+// client send it again).
+func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
+	if pk.FixedHeader.Qos == 0 {
+		return packets.ErrRejectPacket
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		return packets.CodeSuccessIgnore
+	}
+	_ = cl.WritePacket(PublishRefusal(pk, code))
+	return packets.ErrRejectPacket
+}
+
+var _ mqtt.Hook = (*Receipts)(nil)
