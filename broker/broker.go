@@ -153,6 +153,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	b.presence = hooks.NewPresence(hooks.PresenceOptions{Server: b.mochi, Settings: directory.Settings, Logger: log})
 	directory.OnSettings(b.presence.Refresh)
+	b.metrics.registerMessaging(receipts.Stats(), b.presence.Online)
 	b.offline.SetRules(offline.Rules{
 		CanRead:      auth.CanRead,
 		Blocked:      directory.Blocked,

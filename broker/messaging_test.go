@@ -259,6 +259,17 @@ func TestReadReceiptSpoofing(t *testing.T) {
 		t.Fatalf("mixed receipt: PUBACK 0x%02x", code)
 	}
 	wantRead(t, nextReceipt(t, alice, "alice"), "bob", "for-bob")
+	for series, want := range map[string]string{
+		"mqhub_receipts_read_total":             "1",
+		"mqhub_receipts_read_refused_total":     "6",
+		"mqhub_receipts_read_ids_dropped_total": "2",
+		"mqhub_receipts_delivered_total":        "1",
+		"mqhub_users_online":                    "2",
+	} {
+		if got := metric(t, h.Broker, series); got != want {
+			t.Errorf("%s = %q, want %s", series, got, want)
+		}
+	}
 }
 
 // TestBlockedSenderIsAcknowledgedNotDelivered: bob blocks alice; her

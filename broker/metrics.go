@@ -93,6 +93,24 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 	}
 }
 
+// registerMessaging exports the receipts counters and the users online.
+func (m *metrics) registerMessaging(st *hooks.ReceiptsStats, online func() int64) {
+	for _, c := range []struct {
+		name, help string
+		v          func() int64
+	}{
+		{"mqhub_receipts_delivered_total", "Delivered receipts routed, one per recipient device.", st.Delivered.Load},
+		{"mqhub_receipts_read_total", "Read receipts routed.", st.Read.Load},
+		{"mqhub_receipts_read_refused_total", "Read receipts refused: malformed, or naming no message addressed to the reader.", st.ReadRefused.Load},
+		{"mqhub_receipts_read_ids_dropped_total", "Message ids dropped from routed read receipts, as not addressed to the reader.", st.ReadDropped.Load},
+	} {
+		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
+	}
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mqhub_users_online", Help: "Users with at least one device connected.",
+	}, func() float64 { return float64(online()) }))
+}
+
 // registerLimits exports the refusals of the limits hook, one series per
 // limit.
 func (m *metrics) registerLimits(st *hooks.LimitsStats) {

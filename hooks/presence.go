@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -52,6 +53,7 @@ type Presence struct {
 	opts   PresenceOptions
 	log    zerolog.Logger
 	client *mqtt.Client // the inline publisher
+	online atomic.Int64 // users with at least one device connected
 
 	mu        sync.Mutex
 	conns     map[string]map[*mqtt.Client]struct{} // user -> connected clients
@@ -130,6 +132,7 @@ func (h *Presence) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if set == nil {
 		set = map[*mqtt.Client]struct{}{}
 		h.conns[user] = set
+		h.online.Add(1)
 	}
 	set[cl] = struct{}{}
 	h.markLocked(user)
@@ -154,10 +157,14 @@ func (h *Presence) ConnectionEnded(cl *mqtt.Client) {
 	delete(set, cl)
 	if len(set) == 0 {
 		delete(h.conns, user)
+		h.online.Add(-1)
 		h.lastSeen[user] = h.opts.Now().UnixMilli()
 	}
 	h.markLocked(user)
 }
+
+// Online returns the number of users with at least one device connected.
+func (h *Presence) Online() int64 { return h.online.Load() }
 
 // Refresh applies a user's new privacy settings (Directory.OnSettings): a
 // user who hides last seen while offline gets the retained presence

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -77,7 +78,19 @@ type Receipts struct {
 	mqtt.HookBase
 	opts    ReceiptsOptions
 	sampled zerolog.Logger
+	stats   ReceiptsStats
 }
+
+// ReceiptsStats counts receipts, for metrics.
+type ReceiptsStats struct {
+	Delivered   atomic.Int64 // delivered receipts routed (one per recipient device)
+	Read        atomic.Int64 // read receipts routed
+	ReadRefused atomic.Int64 // read receipts refused: malformed, or naming nothing addressed to the reader
+	ReadDropped atomic.Int64 // ids dropped from routed read receipts (not addressed to the reader)
+}
+
+// Stats returns the hook's counters.
+func (h *Receipts) Stats() *ReceiptsStats { return &h.stats }
 
 // NewReceipts returns the receipts hook.
 func NewReceipts(opts ReceiptsOptions) *Receipts {
@@ -151,6 +164,7 @@ func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader strin
 	if err := json.Unmarshal(pk.Payload, &in); err != nil || in.Status != StatusRead || len(in.IDs) == 0 || len(in.IDs) > maxReadIDs {
 		h.sampled.Info().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).
 			Msg(`receipt refused: the payload must be {"status":"read","ids":[...]} with 1 to 1000 ids`)
+		h.stats.ReadRefused.Add(1)
 		return pk, refusePublish(cl, pk, packets.ErrPayloadFormatInvalid)
 	}
 	valid := make([]string, 0, len(in.IDs))
@@ -162,12 +176,15 @@ func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader strin
 	if len(valid) == 0 {
 		h.sampled.Warn().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).Int("ids", len(in.IDs)).
 			Msg("read receipt refused: none of its messages was addressed to the reader")
+		h.stats.ReadRefused.Add(1)
 		return pk, refusePublish(cl, pk, packets.ErrNotAuthorized)
 	}
 	payload, err := json.Marshal(Receipt{Status: StatusRead, IDs: valid, By: reader, TS: h.opts.Now().UnixMilli()})
 	if err != nil {
 		return pk, err
 	}
+	h.stats.Read.Add(1)
+	h.stats.ReadDropped.Add(int64(len(in.IDs) - len(valid)))
 	pk.Payload = payload
 	pk.Properties.ContentType = "application/json"
 	pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
@@ -226,6 +243,7 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 		done(err)
 		return
 	}
+	h.stats.Delivered.Add(1)
 	h.opts.Router.RouteAsync(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   "u/" + sender + "/" + subtopicReceipts,
