@@ -76,7 +76,8 @@ type Options struct {
 	MemTableSize int64
 	// NumMemtables is how many memtables Badger keeps (default 2).
 	NumMemtables int
-	// BlockCacheSize is Badger's block cache (default 16 MiB).
+	// BlockCacheSize is Badger's block cache (default 0: tables are not
+	// compressed, so blocks are read from the memory-mapped files).
 	BlockCacheSize int64
 	// IndexCacheSize is Badger's index and bloom filter cache (default
 	// 8 MiB); without it every table's index stays in RAM.
@@ -125,7 +126,6 @@ const (
 	DefaultGCDiscardRatio   = 0.5
 	DefaultMemTableSize     = 16 << 20
 	DefaultNumMemtables     = 2
-	DefaultBlockCacheSize   = 16 << 20
 	DefaultIndexCacheSize   = 8 << 20
 	DefaultValueLogFileSize = 64 << 20
 	DefaultValueThreshold   = 64
@@ -153,9 +153,6 @@ func (o *Options) applyDefaults() {
 	}
 	if o.NumMemtables == 0 {
 		o.NumMemtables = DefaultNumMemtables
-	}
-	if o.BlockCacheSize == 0 {
-		o.BlockCacheSize = DefaultBlockCacheSize
 	}
 	if o.IndexCacheSize == 0 {
 		o.IndexCacheSize = DefaultIndexCacheSize
