@@ -211,9 +211,9 @@ func (h *Receipts) addressedTo(sender, id, reader string) bool {
 
 // Delivered is offline.Rules.Acknowledged: a device of user acknowledged m.
 // For a direct or group message from another user it routes a delivered
-// receipt to the sender and calls done once that is durable; for anything
-// else it calls done at once.
-func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done func(error)) {
+// receipt to the sender, calls done once that is durable and returns true;
+// for anything else it returns false.
+func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done func(error)) bool {
 	id := ""
 	for _, p := range m.UserProperties {
 		if p.Key == PropID {
@@ -223,25 +223,22 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 	}
 	sender := m.User
 	if id == "" || sender == "" || user == "" || sender == user {
-		done(nil)
-		return
+		return false
 	}
 	r := Receipt{Status: StatusDelivered, ID: id, By: user, Device: clientID, TS: h.opts.Now().UnixMilli()}
 	if owner, sub, ok := userTopic(m.Topic); ok {
 		if sub != subtopicInbox || owner != user {
-			done(nil)
-			return
+			return false
 		}
 	} else if group, ok := groupTopic(m.Topic); ok {
 		r.Group = group
 	} else {
-		done(nil)
-		return
+		return false
 	}
 	payload, err := json.Marshal(r)
 	if err != nil {
 		done(err)
-		return
+		return true
 	}
 	h.stats.Delivered.Add(1)
 	h.opts.Router.RouteAsync(packets.Packet{
@@ -253,6 +250,7 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 			PayloadFormat: 1, PayloadFormatFlag: true,
 		},
 	}, done)
+	return true
 }
 
 // userProperty returns the first value of a user property, or "".

@@ -52,11 +52,13 @@ type Rules struct {
 	Copies func(cl *mqtt.Client, pk packets.Packet) []packets.Packet
 	// Acknowledged, when set, is called when a client acknowledges a
 	// queued message (PUBACK, or PUBCOMP for QoS 2), with the session's
-	// client ID and user. The entry leaves the queue only when done(nil)
-	// is called, so that what Acknowledged writes (a delivered receipt) is
-	// durable first; after done(err) the entry stays and is sent again on
-	// the session's next connection. done may be called on any goroutine.
-	Acknowledged func(clientID, user string, m *storage.Message, done func(error))
+	// client ID and user. It returns false when it has nothing to write:
+	// the entry leaves the queue at once. Otherwise it calls done once,
+	// possibly on the store's commit goroutine (so done must not block):
+	// the entry leaves the queue after done(nil), so that what
+	// Acknowledged wrote (a delivered receipt) is durable first; after
+	// done(err) it stays and is sent again on the next connection.
+	Acknowledged func(clientID, user string, m *storage.Message, done func(error)) bool
 }
 
 // Stats counts what the hook did, for metrics and tests.

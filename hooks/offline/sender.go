@@ -3,7 +3,6 @@ package offline
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -135,29 +134,22 @@ func (sd *sender) complete(packetID uint16) {
 		return
 	}
 	sd.h.stats.Delivered.Add(1)
-	if sd.h.rules.Acknowledged == nil {
-		sd.ack(f.seq)
-		sd.kick()
-		return
-	}
-	// done may come at once, on this goroutine (nothing to write): the
-	// entry is then removed here, so that a client acknowledging faster
-	// than the store removes waits for it (back-pressure). Or it comes
-	// later from the store's commit goroutine, which must not submit
-	// writes itself: the acker removes the entry.
+	// done comes from the store's commit goroutine, which must never wait
+	// to submit a write itself: the acker removes those entries. Entries
+	// with nothing to write are removed here, on the client's reader, so
+	// that a client acknowledging faster than the store removes waits for
+	// it (back-pressure).
 	id, h := sd.s.id, sd.h
-	var returned atomic.Bool
-	h.rules.Acknowledged(id, sd.s.user(), f.msg, func(err error) {
-		switch {
-		case err != nil:
+	later := h.rules.Acknowledged != nil && h.rules.Acknowledged(id, sd.s.user(), f.msg, func(err error) {
+		if err != nil {
 			h.sampled.Error().Err(err).Str("client_id", id).Uint64("seq", f.seq).Msg("acknowledgement not processed; the entry will be sent again")
-		case returned.Load():
-			h.acks.add(id, f.seq)
-		default:
-			sd.ack(f.seq)
+			return
 		}
+		h.acks.add(id, f.seq)
 	})
-	returned.Store(true)
+	if !later {
+		sd.ack(f.seq)
+	}
 	sd.kick()
 }
 
