@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,10 +32,21 @@ var ErrRunsFailed = errors.New("some bench runs failed")
 func DefaultBrokers() []string { return []string{BrokerMqhub, BrokerMosquitto} }
 
 // DefaultCompareScenarios returns the scenarios Compare runs by default:
-// all that work against a plain MQTT broker.
+// all that work against a plain MQTT broker, then receipts, which runs
+// against mqhub only (see mqhubOnly).
 func DefaultCompareScenarios() []string {
-	return []string{"fanin-qos0", "fanin-qos1", "p2p-latency", "fanout", "conns", "offline-drain"}
+	return []string{"fanin-qos0", "fanin-qos1", "p2p-latency", "fanout", "conns", "offline-drain", "receipts"}
 }
+
+// mqhubOnly reports whether a scenario measures mqhub's messaging flow,
+// which no other broker has: Compare runs it against mqhub alone, started
+// with a JWT secret (the scenario logs in as users), and shows n/a for the
+// others instead of a column of "all receipts missing".
+func mqhubOnly(scenario string) bool { return scenario == "receipts" }
+
+// jwtSecretFile is the HS256 secret Compare writes into an mqhub's temp
+// dir for mqhubOnly scenarios; the hub and the scenario both read it.
+const jwtSecretFile = "jwt-secret"
 
 // CompareOptions configure Compare.
 type CompareOptions struct {
@@ -82,6 +95,10 @@ type ScenarioReport struct {
 	Runs map[string][]*Result `json:"runs"`
 	// Errors holds each broker's failed runs.
 	Errors map[string][]string `json:"errors,omitempty"`
+	// NotApplicable lists the brokers the scenario cannot run against
+	// (mqhubOnly, or a run that returned ErrNotSupported): shown as n/a,
+	// not counted as failures.
+	NotApplicable []string `json:"not_applicable,omitempty"`
 	// Medians maps broker -> figure -> median over the rounds.
 	Medians map[string]map[string]float64 `json:"medians"`
 	// Ratios maps figure -> median(Brokers[0]) / median(Brokers[1]), for
@@ -206,16 +223,37 @@ func (co CompareOptions) runScenario(ctx context.Context, name string, unavailab
 		fmt.Fprintf(co.Log, "%s %s: %v\n", name, broker, err)
 	}
 
+	notApplicable := func(broker, why string) {
+		sr.NotApplicable = append(sr.NotApplicable, broker)
+		fmt.Fprintf(co.Log, "%s %s: n/a (%s)\n", name, broker, why)
+	}
+	if mqhubOnly(name) {
+		for _, bn := range co.Brokers {
+			if bn != BrokerMqhub {
+				notApplicable(bn, "needs mqhub's messaging flow")
+			}
+		}
+	}
+
 	for round := range co.Rounds {
 		for _, bn := range co.Brokers {
 			if ctx.Err() != nil {
 				break
+			}
+			if slices.Contains(sr.NotApplicable, bn) {
+				continue
 			}
 			if err := unavailable[bn]; err != nil {
 				fail(bn, fmt.Errorf("round %d skipped: %w", round+1, err))
 				continue
 			}
 			res, err := co.runOnce(ctx, name, bn)
+			if errors.Is(err, ErrNotSupported) {
+				// The broker lacks what the scenario measures; more
+				// rounds would say the same.
+				notApplicable(bn, err.Error())
+				continue
+			}
 			if err != nil {
 				if errors.Is(err, errBrokerStart) {
 					// Retrying would only repeat the message, and a
@@ -255,7 +293,8 @@ var errBrokerStart = errors.New("broker did not start")
 // kept from an earlier run would skew RSS figures, and leftover sessions or
 // a degraded broker would bleed into the next round.
 func (co CompareOptions) runOnce(ctx context.Context, scenario, broker string) (*Result, error) {
-	b, err := co.startBroker(ctx, broker)
+	withJWT := broker == BrokerMqhub && mqhubOnly(scenario)
+	b, err := co.startBroker(ctx, broker, withJWT)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBrokerStart, err)
 	}
@@ -265,6 +304,9 @@ func (co CompareOptions) runOnce(ctx context.Context, scenario, broker string) (
 	}()
 	o := co.Base
 	o.Target, o.PID = b.Addr, b.PID()
+	if withJWT {
+		o.JWTSecretFile = filepath.Join(b.dir, jwtSecretFile)
+	}
 	res, err := Run(ctx, scenario, o)
 	if err != nil {
 		if b.Exited() {
@@ -278,14 +320,19 @@ func (co CompareOptions) runOnce(ctx context.Context, scenario, broker string) (
 	return res, nil
 }
 
-func (co CompareOptions) startBroker(ctx context.Context, name string) (*Broker, error) {
+// startBroker starts a broker in a fresh temp dir; withJWT (mqhub only) adds a
+// random HS256 secret, dir/jwtSecretFile, as --jwt-hmac-secret-file.
+// Anonymous logins stay on either way.
+func (co CompareOptions) startBroker(ctx context.Context, name string, withJWT bool) (*Broker, error) {
 	dir, err := os.MkdirTemp("", "mqhub-bench-"+name+"-")
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir for %s: %w", name, err)
 	}
 	var b *Broker
-	switch name {
-	case BrokerMqhub:
+	switch {
+	case name == BrokerMqhub && withJWT:
+		b, err = startMqhubWithJWT(ctx, co.MqhubBin, dir)
+	case name == BrokerMqhub:
 		b, err = StartMqhub(ctx, co.MqhubBin, dir)
 	default:
 		b, err = StartMosquitto(ctx, co.MosquittoBin, dir)
@@ -295,6 +342,34 @@ func (co CompareOptions) startBroker(ctx context.Context, name string) (*Broker,
 		return nil, err
 	}
 	return b, nil
+}
+
+// startMqhubWithJWT is StartMqhub with JWT logins: it writes a fresh
+// random secret to dir/jwtSecretFile and adds --jwt-hmac-secret-file to
+// MqhubArgs. Only the scenarios that need it get it, so every other run
+// starts mqhub with exactly the command line the docs show.
+func startMqhubWithJWT(ctx context.Context, bin, dir string) (*Broker, error) {
+	if _, err := exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("%w: mqhub at %s: %w", ErrBrokerMissing, bin, err)
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux
+	secret := filepath.Join(dir, jwtSecretFile)
+	// Hex: 64 printable bytes, comfortably over the hub's 32-byte minimum,
+	// and no stray newline for either side to trim.
+	if err := os.WriteFile(secret, []byte(hex.EncodeToString(raw[:])), 0o600); err != nil {
+		return nil, fmt.Errorf("write jwt secret: %w", err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, fmt.Errorf("create mqhub data dir: %w", err)
+	}
+	args := append(MqhubArgs(data, port), "--jwt-hmac-secret-file", secret)
+	return startBroker(ctx, "mqhub", bin, args, dir, port)
 }
 
 // medians returns, for every figure any run reported, the median over the
@@ -339,6 +414,10 @@ func writeTable(w io.Writer, rep *CompareReport) error {
 		for _, fig := range sr.Key {
 			row := sr.Scenario + "\t" + fig + "\t"
 			for _, b := range rep.Brokers {
+				if slices.Contains(sr.NotApplicable, b) {
+					row += "n/a\t"
+					continue
+				}
 				v, ok := sr.Medians[b][fig]
 				if !ok {
 					v = math.NaN()

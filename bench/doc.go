@@ -19,7 +19,12 @@
 //     memory per connection.
 //   - offline-drain: persistent sessions that queue while offline and drain
 //     on reconnect; drain rate, loss, duplicates, reordering.
-//   - receipts: not supported yet (needs mqhub's messaging flow).
+//   - receipts (mqhub only): N sender/recipient pairs; QoS 1 direct
+//     messages at a fixed rate, the hub's delivered receipt and the
+//     recipient's read receipt back to the sender; sent, delivered and
+//     read latency quantiles, missing and duplicate receipts. Receipts
+//     flow between authenticated users only, so it logs in with JWTs it
+//     signs from the hub's HS256 secret (--jwt-secret-file).
 //
 // Every message payload starts with a small header (see [EncodePayload]):
 // a stream id, a sequence number and a send timestamp, so that a receiver
@@ -31,13 +36,17 @@
 //
 //	mqhub bench fanin-qos1 --target 127.0.0.1:1883 -n 10 --duration 5s --pid $(pidof mosquitto)
 //	mqhub bench conns --target 127.0.0.1:1883 -n 19000 --hold 30s
+//	mqhub bench receipts --target 127.0.0.1:1883 --jwt-secret-file /etc/mqhub/jwt-secret
 //	mqhub bench compare --rounds 3 --out bench/out
 //
 // A scenario prints a progress bar on stderr and one JSON line (a [Result])
 // on stdout. compare starts mqhub and mosquitto itself on free loopback
 // ports, prints a table of medians with the ratio mqhub/mosquitto, and
-// writes compare.json plus one SVG bar chart per scenario.
+// writes compare.json plus one SVG bar chart per scenario; receipts runs
+// against mqhub alone (n/a for mosquitto), which compare starts with a
+// random JWT secret.
 //
 // Only the test files import mqhub server code; the package itself depends
-// on the MQTT protocol alone (see DESIGN.md, "Layout").
+// on the MQTT protocol alone, plus the JWT library to sign receipts' logins
+// (see DESIGN.md, "Layout").
 package bench

@@ -17,9 +17,15 @@ type Options struct {
 	// Username and Password are sent in every CONNECT when Username is set.
 	Username string
 	Password string
+	// JWTSecretFile holds the HS256 secret the hub verifies JWT passwords
+	// with (mqhub serve --jwt-hmac-secret-file). receipts needs it: it
+	// signs one token per user, because receipts only flow between
+	// authenticated users and tokens need no user store on the hub.
+	JWTSecretFile string
 	// Clients is the scenario's main population: publishers (fanin),
-	// user pairs (p2p-latency), subscribers (fanout), connections (conns)
-	// or persistent sessions (offline-drain).
+	// user pairs (p2p-latency), subscribers (fanout), connections (conns),
+	// persistent sessions (offline-drain) or sender/recipient pairs
+	// (receipts).
 	Clients int
 	// Rate is messages per second per sender; 0 means the scenario
 	// default, negative means as fast as possible.
@@ -36,7 +42,8 @@ type Options struct {
 	// means the scenario default.
 	QoS int
 	// Inflight is how many QoS 1 publishes each sender keeps outstanding
-	// in throughput scenarios.
+	// in throughput scenarios, and each recipient's read receipts in
+	// receipts.
 	Inflight int
 	// MaxBacklog bounds, in throughput scenarios, how many messages may be
 	// sent but not yet received (0 = the scenario default, negative = no

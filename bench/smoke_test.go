@@ -3,8 +3,14 @@ package bench
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqhub/mqhub/broker"
+	"github.com/mqhub/mqhub/internal/testutil"
 )
 
 // TestScenariosSmoke runs every scenario with tiny sizes against a real
@@ -95,10 +101,58 @@ func TestScenariosSmoke(t *testing.T) {
 	}
 }
 
-func TestReceiptsNotSupported(t *testing.T) {
+// TestReceiptsSmoke runs receipts briefly against a real hub started in
+// process with JWT logins only (no anonymous access): every acknowledged
+// message must come back as exactly one delivered and one read receipt.
+func TestReceiptsSmoke(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "jwt-secret")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("s3cret-", 8)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub := testutil.StartHub(t, func(c *broker.Config) {
+		c.JWTHMACSecretFile = secret
+		c.AllowAnonymous = false
+		c.LogLevel = "warn" // debug logs every publish: 100s of lines a second
+	})
+	res, err := Run(testContext(t), "receipts", Options{
+		Target: hub.MQTTAddr(), JWTSecretFile: secret,
+		Clients: 2, Duration: time.Second, Rate: 50,
+		DrainIdle: time.Second, Drain: 10 * time.Second, Timeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	line, err := json.Marshal(res)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	t.Logf("%s", line)
+	f := res.Figures
+	positive(t, f, "sent", "sent_p50_us", "delivered_p50_us", "delivered_p99_us", "read_p50_us", "read_max_us", "receipts_per_s")
+	equal(t, f, "received", f["sent"])
+	equal(t, f, "delivered", f["sent"])
+	equal(t, f, "read", f["sent"])
+	zero(t, f, "lost", "delivered_missing", "read_missing", "duplicates", "read_refused", "publish_errors", "foreign", "unstamped", "no_id")
+	equal(t, f, "delivered_latency_samples", f["sent"])
+	if f["sent_p50_us"] > f["delivered_p50_us"] || f["delivered_p50_us"] > f["delivered_max_us"] {
+		t.Errorf("quantiles not ordered: sent p50 %v, delivered p50 %v max %v", f["sent_p50_us"], f["delivered_p50_us"], f["delivered_max_us"])
+	}
+}
+
+// TestReceiptsNeedsJWTSecret checks that receipts says which option it
+// lacks before it dials anything.
+func TestReceiptsNeedsJWTSecret(t *testing.T) {
 	_, err := Run(testContext(t), "receipts", Options{Target: "127.0.0.1:1"})
-	if !errors.Is(err, ErrNotSupported) {
-		t.Fatalf("err = %v, want ErrNotSupported", err)
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "--jwt-secret-file") {
+		t.Fatalf("err = %v, want ErrInvalidOptions naming --jwt-secret-file", err)
+	}
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("too short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(testContext(t), "receipts", Options{Target: "127.0.0.1:1", JWTSecretFile: short})
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "at least 32") {
+		t.Fatalf("short secret: err = %v, want ErrInvalidOptions", err)
 	}
 }
 

@@ -55,7 +55,7 @@ func (f *scenarioFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.count, "count", 0, "messages per sender (per session for offline-drain; 0 = bounded by duration)")
 	fs.IntVar(&f.payloadSize, "payload-size", bench.DefaultPayloadSize, fmt.Sprintf("payload bytes (at least %d)", bench.PayloadHeaderSize))
 	fs.IntVar(&f.qos, "qos", -1, "QoS for fanout (0 or 1; -1 = scenario default); fixed by the other scenarios")
-	fs.IntVar(&f.inflight, "inflight", 0, "concurrent QoS 1 publishes per fanin publisher (0 = 16)")
+	fs.IntVar(&f.inflight, "inflight", 0, "concurrent QoS 1 publishes per fanin publisher, and read receipts per receipts recipient (0 = 16)")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "fanin: messages sent but not yet received before publishers wait (0 = 20000, -1 = unbounded)")
 	fs.DurationVar(&f.hold, "hold", 0, "how long conns holds its connections (0 = 5s)")
 	fs.DurationVar(&f.keepAlive, "keepalive", 0, "MQTT keepalive of every client (0 = 30s)")
@@ -79,6 +79,7 @@ func newScenarioCmd(sc bench.Scenario) *cobra.Command {
 	var (
 		flags              scenarioFlags
 		target, user, pass string
+		jwtSecretFile      string
 		pid                int
 	)
 	cmd := &cobra.Command{
@@ -88,6 +89,7 @@ func newScenarioCmd(sc bench.Scenario) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := flags.options()
 			o.Target, o.Username, o.Password, o.PID = target, user, pass, pid
+			o.JWTSecretFile = jwtSecretFile
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := bench.Run(ctx, sc.Name, o)
@@ -103,6 +105,11 @@ func newScenarioCmd(sc bench.Scenario) *cobra.Command {
 	fs.StringVar(&user, "username", "", "MQTT username for every client")
 	fs.StringVar(&pass, "password", "", "MQTT password for every client")
 	fs.IntVar(&pid, "pid", 0, "broker process id, to read its RSS from /proc/PID/status")
+	if sc.Name == "receipts" {
+		// Only receipts logs in as users (one JWT per user; --username
+		// and --password are not used): receipts flow between users.
+		fs.StringVar(&jwtSecretFile, "jwt-secret-file", "", "HS256 secret the hub verifies JWTs with (its --jwt-hmac-secret-file); each user logs in with a token signed with it, --username and --password are ignored (required)")
+	}
 	_ = cmd.MarkFlagRequired("target")
 	return cmd
 }
@@ -122,7 +129,9 @@ func newCompareCmd() *cobra.Command {
 generated config) on free loopback ports, run each scenario against both
 alternately for --rounds rounds, print a table of medians and the ratio
 mqhub/mosquitto, and write compare.json and one SVG per scenario into --out.
-Every run gets a freshly started broker, so runs do not share state.`,
+Every run gets a freshly started broker, so runs do not share state.
+receipts runs against mqhub only (mosquitto has no receipts: n/a), started
+with --jwt-hmac-secret-file and a random secret generated in its temp dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			co.Base = flags.options()
