@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -87,11 +88,17 @@ func runOffline(ctx context.Context, o Options) (map[string]float64, error) {
 	closeAll(pubs, nil)
 	sent, failed, perStream := senderTotals(senders)
 
-	var rssQueued int64
-	if o.PID > 0 {
-		if rssQueued, err = ReadRSS(o.PID); err != nil {
-			return nil, err
+	memory, err := queuedMemory(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if o.QueueOnly {
+		figs := map[string]float64{
+			"sessions": float64(o.Clients), "per_session": float64(o.Count), "sent": float64(sent),
+			"publish_errors": float64(failed), "queue_per_s": perSecond(sent, queueElapsed),
 		}
+		maps.Copy(figs, memory)
+		return figs, nil
 	}
 
 	// 3. Reconnect every session without clean start and drain.
@@ -152,8 +159,39 @@ func runOffline(ctx context.Context, o Options) (map[string]float64, error) {
 		"foreign":        float64(foreign),
 		"sessions_lost":  float64(sessionsLost),
 	}
-	if o.PID > 0 {
-		figs["rss_queued_kb"] = float64(rssQueued)
-	}
+	maps.Copy(figs, memory)
 	return figs, nil
+}
+
+// queuedMemory reads the broker's memory once the messages are queued and,
+// after o.Settle, again.
+func queuedMemory(ctx context.Context, o Options) (map[string]float64, error) {
+	figs := map[string]float64{}
+	if o.PID <= 0 {
+		return figs, nil
+	}
+	read := func(suffix string) error {
+		rss, err := ReadRSS(o.PID)
+		if err != nil {
+			return err
+		}
+		anon, err := ReadRSSAnon(o.PID)
+		if err != nil {
+			return err
+		}
+		figs["rss_"+suffix+"_kb"], figs["rss_anon_"+suffix+"_kb"] = float64(rss), float64(anon)
+		return nil
+	}
+	if err := read("queued"); err != nil {
+		return nil, err
+	}
+	if o.Settle <= 0 {
+		return figs, nil
+	}
+	select {
+	case <-time.After(o.Settle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return figs, read("settled")
 }

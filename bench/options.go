@@ -54,6 +54,14 @@ type Options struct {
 	PID int
 	// Hold is how long conns keeps its connections open.
 	Hold time.Duration
+	// Settle is how long offline-drain waits after queueing before it
+	// reads the broker's RSS again (rss_settled_kb), so that background
+	// work (compaction, the Go scavenger) can finish.
+	Settle time.Duration
+	// QueueOnly stops offline-drain once the messages are queued (and
+	// Settle has passed): for measuring memory against the number queued.
+	// The sessions are left on the broker.
+	QueueOnly bool
 	// KeepAlive is the MQTT keepalive every client announces.
 	KeepAlive time.Duration
 	// ConnectConcurrency bounds how many connections are being opened at
@@ -100,7 +108,7 @@ func (o Options) withDefaults() Options {
 	if o.Timeout == 0 {
 		// Generous but finite: connecting thousands of clients and
 		// draining take time beyond Duration and Hold.
-		o.Timeout = 2*o.Duration + o.Hold + o.Drain + 60*time.Second
+		o.Timeout = 2*o.Duration + o.Hold + o.Settle + o.Drain + 60*time.Second
 	}
 	return o
 }
@@ -117,7 +125,7 @@ func (o Options) Validate() error {
 	if o.Duration <= 0 && o.Count <= 0 {
 		errs = append(errs, errors.New("one of duration or count must be positive"))
 	}
-	if o.Duration < 0 || o.Count < 0 || o.Hold < 0 || o.Timeout < 0 {
+	if o.Duration < 0 || o.Count < 0 || o.Hold < 0 || o.Settle < 0 || o.Timeout < 0 {
 		errs = append(errs, errors.New("duration, count, hold and timeout must not be negative"))
 	}
 	if o.PayloadSize < PayloadHeaderSize {

@@ -134,16 +134,18 @@ func TestStreamSet(t *testing.T) {
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
-	status := "Name:\tmosquitto\nVmPeak:\t  20000 kB\nVmRSS:\t    8532 kB\nThreads:\t1\n"
-	kb, err := parseVmRSS(strings.NewReader(status))
-	if err != nil || kb != 8532 {
-		t.Errorf("parseVmRSS = %d, %v; want 8532", kb, err)
+func TestParseStatusKB(t *testing.T) {
+	status := "Name:\tmosquitto\nVmPeak:\t  20000 kB\nVmRSS:\t    8532 kB\nRssAnon:\t    1204 kB\nThreads:\t1\n"
+	for field, want := range map[string]int64{"VmRSS": 8532, "RssAnon": 1204} {
+		kb, err := parseStatusKB(strings.NewReader(status), field)
+		if err != nil || kb != want {
+			t.Errorf("parseStatusKB(%s) = %d, %v; want %d", field, kb, err, want)
+		}
 	}
-	if _, err := parseVmRSS(strings.NewReader("Name:\tkthreadd\n")); !errors.Is(err, ErrNoRSS) {
+	if _, err := parseStatusKB(strings.NewReader("Name:\tkthreadd\n"), "VmRSS"); !errors.Is(err, ErrNoRSS) {
 		t.Errorf("no VmRSS: err = %v", err)
 	}
-	if _, err := parseVmRSS(strings.NewReader("VmRSS:\tlots kB\n")); err == nil {
+	if _, err := parseStatusKB(strings.NewReader("VmRSS:\tlots kB\n"), "VmRSS"); err == nil {
 		t.Error("malformed VmRSS accepted")
 	}
 }

@@ -43,6 +43,8 @@ type scenarioFlags struct {
 	inflight    int
 	maxBacklog  int
 	hold        time.Duration
+	settle      time.Duration
+	queueOnly   bool
 	keepAlive   time.Duration
 	timeout     time.Duration
 	noProgress  bool
@@ -58,6 +60,8 @@ func (f *scenarioFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.inflight, "inflight", 0, "concurrent QoS 1 publishes per fanin publisher, and read receipts per receipts recipient (0 = 16)")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "fanin: messages sent but not yet received before publishers wait (0 = 20000, -1 = unbounded)")
 	fs.DurationVar(&f.hold, "hold", 0, "how long conns holds its connections (0 = 5s)")
+	fs.DurationVar(&f.settle, "settle", 0, "offline-drain: wait this long after queueing, then read the broker's RSS again (with --pid)")
+	fs.BoolVar(&f.queueOnly, "queue-only", false, "offline-drain: stop once the messages are queued (memory against the number queued); the sessions stay on the broker")
 	fs.DurationVar(&f.keepAlive, "keepalive", 0, "MQTT keepalive of every client (0 = 30s)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "hard limit for one scenario run (0 = derived from duration and hold)")
 	fs.BoolVar(&f.noProgress, "no-progress", false, "do not draw a progress bar on stderr")
@@ -67,6 +71,7 @@ func (f *scenarioFlags) options() bench.Options {
 	o := bench.Options{
 		Clients: f.clients, Rate: f.rate, Duration: f.duration, Count: f.count,
 		PayloadSize: f.payloadSize, QoS: f.qos, Inflight: f.inflight, MaxBacklog: f.maxBacklog, Hold: f.hold,
+		Settle: f.settle, QueueOnly: f.queueOnly,
 		KeepAlive: f.keepAlive, Timeout: f.timeout,
 	}
 	if !f.noProgress {
