@@ -151,7 +151,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	receipts := hooks.NewReceipts(hooks.ReceiptsOptions{
 		Sent: store, Groups: directory, Router: b.offline, Window: cfg.ReceiptWindow, Logger: log,
 	})
-	b.presence = hooks.NewPresence(hooks.PresenceOptions{Server: b.mochi, Settings: directory.Settings, Logger: log})
+	b.presence = hooks.NewPresence(hooks.PresenceOptions{Server: b.mochi, Settings: directory.Settings, Retained: store, Logger: log})
 	directory.OnSettings(b.presence.Refresh)
 	b.metrics.registerMessaging(receipts.Stats(), b.presence.Online)
 	b.offline.SetRules(offline.Rules{

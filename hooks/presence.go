@@ -33,8 +33,16 @@ type PresenceOptions struct {
 	// Settings gives a user's privacy settings (Directory.Settings); nil
 	// shows last seen for everyone.
 	Settings func(user string) storage.Settings
+	// Retained reads the retained presence messages (storage.Store), which
+	// live in the store, not in mochi's memory.
+	Retained RetainedReader
 	Logger   zerolog.Logger
 	Now      func() time.Time
+}
+
+// RetainedReader reads retained messages (storage.Store).
+type RetainedReader interface {
+	MatchRetained(filter string, fn func(*storage.Message) error) error
 }
 
 // Presence maintains the retained presence/{user}: `online` while at least
@@ -101,14 +109,18 @@ func (h *Presence) Provides(b byte) bool {
 func (h *Presence) Restore() {
 	now := h.opts.Now().UnixMilli()
 	h.mu.Lock()
-	for _, pk := range h.opts.Server.Topics.Messages("presence/+") {
+	err := h.opts.Retained.MatchRetained("presence/+", func(m *storage.Message) error {
 		var st PresenceState
-		user := strings.TrimPrefix(pk.TopicName, "presence/")
-		if json.Unmarshal(pk.Payload, &st) == nil && st.Status == PresenceOnline {
+		user := strings.TrimPrefix(m.Topic, "presence/")
+		if json.Unmarshal(m.Payload, &st) == nil && st.Status == PresenceOnline {
 			h.lastSeen[user] = now
 			h.published[user] = PresenceOnline
 			h.markLocked(user)
 		}
+		return nil
+	})
+	if err != nil {
+		h.log.Error().Err(err).Msg("retained presence not read: users online at the last stop may still show online")
 	}
 	h.started = true
 	h.mu.Unlock()
@@ -179,12 +191,16 @@ func (h *Presence) Refresh(user string, st storage.Settings) {
 	if h.conns[user] != nil || !h.started {
 		return
 	}
-	for _, pk := range h.opts.Server.Topics.Messages("presence/" + user) {
+	err := h.opts.Retained.MatchRetained("presence/"+user, func(m *storage.Message) error {
 		var cur PresenceState
-		if json.Unmarshal(pk.Payload, &cur) == nil && cur.Status == PresenceOffline && cur.LastSeen != 0 {
+		if json.Unmarshal(m.Payload, &cur) == nil && cur.Status == PresenceOffline && cur.LastSeen != 0 {
 			h.lastSeen[user] = cur.LastSeen
 			h.markLocked(user)
 		}
+		return nil
+	})
+	if err != nil {
+		h.log.Error().Err(err).Str("user", user).Msg("retained presence not read: last seen not hidden yet")
 	}
 }
 

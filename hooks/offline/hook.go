@@ -181,13 +181,9 @@ func (h *Hook) Restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore sessions: %w", err)
 	}
-	retained, err := h.restoreRetained()
-	if err != nil {
-		return err
-	}
-	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 || len(orphans) > 0 || retained > 0 {
+	if n := h.stats.Restored.Load(); n > 0 || len(expired) > 0 || len(orphans) > 0 {
 		h.log.Info().Int64("sessions", n).Int("expired_sessions", len(expired)).Int("clean_queues_deleted", len(orphans)).
-			Int("retained", retained).Msg("state restored from the store")
+			Msg("state restored from the store")
 	}
 	return nil
 }

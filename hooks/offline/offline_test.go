@@ -575,3 +575,52 @@ func TestExpiredMessageNotDelivered(t *testing.T) {
 		t.Fatalf("got %q, want the expired message skipped", m.Payload)
 	}
 }
+
+// subscribeWith subscribes with full options or fails the test.
+func subscribeWith(t *testing.T, c *testutil.Client, opts paho.SubscribeOptions) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{opts}}); err != nil {
+		t.Fatalf("subscribe %q: %v", opts.Topic, err)
+	}
+}
+
+// TestRetainedFromStore: retained messages are served from the store on
+// subscribe, through the session's queue: only the topics under the
+// filter, each once, with the retain flag, the QoS capped by the
+// subscription's, and Retain Handling honoured.
+func TestRetainedFromStore(t *testing.T) {
+	hub := testutil.StartHub(t, func(c *broker.Config) { c.LogLevel = "info"; c.Durability = broker.DurabilityInterval })
+	pub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "devices", CleanStart: true})
+	const n = 300
+	for i := range n {
+		pub.Publish(t, &paho.Publish{Topic: fmt.Sprintf("devices/%d/status", i), QoS: 1, Retain: true, Payload: []byte(strconv.Itoa(i))})
+	}
+	pub.Publish(t, &paho.Publish{Topic: "devices/0/config", QoS: 1, Retain: true, Payload: []byte("not a status")})
+
+	sub := testutil.Connect(t, testutil.Dial(t, hub.MQTTAddr()), &paho.Connect{ClientID: "dashboard", CleanStart: true})
+	subscribeWith(t, sub, paho.SubscribeOptions{Topic: "devices/+/status", QoS: 0})
+	seen := map[string]bool{}
+	for range n {
+		m := sub.Next(t, 5*time.Second)
+		if !m.Retain || m.QoS != 0 || !strings.HasSuffix(m.Topic, "/status") || seen[m.Topic] {
+			t.Fatalf("got %q on %q (retain %v, qos %d, seen before %v)", m.Payload, m.Topic, m.Retain, m.QoS, seen[m.Topic])
+		}
+		seen[m.Topic] = true
+	}
+
+	// Retain Handling 1 (only for a new subscription) and 2 (never): a
+	// live message is the next thing the client sees.
+	subscribeWith(t, sub, paho.SubscribeOptions{Topic: "devices/+/status", QoS: 1, RetainHandling: 1})
+	subscribeWith(t, sub, paho.SubscribeOptions{Topic: "devices/0/#", QoS: 1, RetainHandling: 2})
+	pub.Publish(t, &paho.Publish{Topic: "devices/0/status", QoS: 1, Payload: []byte("live")})
+	if m := sub.Next(t, 5*time.Second); string(m.Payload) != "live" || m.Retain {
+		t.Fatalf("got %q on %q (retain %v), want the live message", m.Payload, m.Topic, m.Retain)
+	}
+	// Retain Handling 1 on a new filter sends the retained one.
+	subscribeWith(t, sub, paho.SubscribeOptions{Topic: "devices/0/config", QoS: 1, RetainHandling: 1})
+	if m := sub.Next(t, 5*time.Second); string(m.Payload) != "not a status" || !m.Retain || m.QoS != 1 {
+		t.Fatalf("got %q on %q (retain %v, qos %d), want the retained config", m.Payload, m.Topic, m.Retain, m.QoS)
+	}
+}

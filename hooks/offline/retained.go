@@ -2,8 +2,6 @@ package offline
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -11,60 +9,68 @@ import (
 	"github.com/mqhub/mqhub/storage"
 )
 
-// OnRetainMessage stores a retained message (or its removal) as mochi
-// updates its in-memory index, before the publisher's PUBACK: for QoS 1/2
-// the write is durable first; QoS 0, which promises nothing, is written in
-// the background.
-func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
-	m := toMessage(cl, pk, true)
-	var err error
-	switch {
-	case len(pk.Payload) == 0 && r == 0:
-		return // clearing a topic that had nothing retained
-	case len(pk.Payload) == 0:
-		ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
-		err = h.store.DeleteRetained(ctx, pk.TopicName)
-		cancel()
-	case pk.FixedHeader.Qos == 0:
-		err = h.store.PutRetainedAsync(m, func(err error) { h.retainFailed(pk.TopicName, err) })
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
-		err = h.store.PutRetained(ctx, m)
-		cancel()
-	}
-	h.retainFailed(pk.TopicName, err)
-}
+// Retained messages live in the store only, not in memory: the set may be
+// large (100,000 device status topics), and a subscription reads just the
+// part under its filter's literal prefix (storage.MatchRetained). Mochi
+// keeps every retained message in its topic index; the hook takes each one
+// out again as soon as it is stored, so mochi's own retained delivery on
+// subscribe finds nothing and the hook's (sendRetained) is the only one.
 
-func (h *Hook) retainFailed(topic string, err error) {
-	if err != nil {
-		h.sampled.Error().Err(err).Str("topic", topic).Msg("retained message not stored; it is kept in memory until restart")
+// OnRetainMessage stores a retained message (or its removal) as mochi
+// updates its in-memory index, before the publisher's PUBACK, and then
+// removes it from that index. A message the store refused stays in mochi's
+// memory (and reaches new subscribers only through mochi) until restart.
+func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
+	defer cancel()
+	var err error
+	if len(pk.Payload) == 0 {
+		err = h.store.DeleteRetained(ctx, pk.TopicName)
+	} else {
+		err = h.store.PutRetained(ctx, toMessage(cl, pk, true))
 	}
+	if err != nil {
+		h.sampled.Error().Err(err).Str("topic", pk.TopicName).Msg("retained message not stored; it is kept in memory until restart")
+		return
+	}
+	h.server.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName}) // empty: removes it
 }
 
 // OnRetainedExpired removes a retained message whose expiry passed.
 func (h *Hook) OnRetainedExpired(topic string) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
 	defer cancel()
-	h.retainFailed(topic, h.store.DeleteRetained(ctx, topic))
+	if err := h.store.DeleteRetained(ctx, topic); err != nil {
+		h.sampled.Error().Err(err).Str("topic", topic).Msg("expired retained message not deleted")
+	}
 }
 
-// restoreRetained loads the stored retained messages into mochi's index,
-// skipping those that expired while the hub was down.
-func (h *Hook) restoreRetained() (int, error) {
-	n := 0
-	err := h.store.EachRetained(func(m *storage.Message) error {
-		if m.ExpiresAt != 0 && m.ExpiresAt <= time.Now().Unix() {
+// sendRetained queues for session s the retained messages matching a new
+// subscription [MQTT-3.8.4-4], read from the store, unless its Retain
+// Handling says not to [MQTT-3.3.1-10] [MQTT-3.3.1-11]. They go through the
+// session's queue like any message, with the retain flag set: in order,
+// within the client's Receive Maximum, the QoS capped by the
+// subscription's. The access rules apply per topic (a filter such as g/+
+// matches topics the session may not read).
+func (h *Hook) sendRetained(cl *mqtt.Client, s *session, sub packets.Subscription, existed bool) {
+	if sub.RetainHandling == 2 || sub.RetainHandling == 1 && existed {
+		return
+	}
+	queued := 0
+	err := h.store.MatchRetained(sub.Filter, func(m *storage.Message) error {
+		if (sub.NoLocal && m.ClientID == cl.ID) || !h.mayRead(s, m.Topic) {
 			return nil
 		}
-		pk := toPacket(m, m.QoS, nil)
-		pk.FixedHeader.Retain = true
-		pk.ProtocolVersion = 5 // keeps the expiry of MQTT 5 messages enforced by mochi
-		h.server.Topics.RetainMessage(pk)
-		n++
-		return nil
+		m.Retain = true
+		s.queued.Store(true)
+		queued++
+		return h.store.EnqueueAsync([]string{s.id}, m, func(_ []uint64, err error) {
+			if err != nil {
+				h.sampled.Warn().Err(err).Str("client_id", s.id).Str("topic", m.Topic).Msg("retained message not queued for a new subscription")
+			}
+		})
 	})
 	if err != nil {
-		return n, fmt.Errorf("restore retained messages: %w", err)
+		h.sampled.Error().Err(err).Str("client_id", s.id).Str("filter", sub.Filter).Int("queued", queued).Msg("retained messages not all queued for a new subscription")
 	}
-	return n, nil
 }

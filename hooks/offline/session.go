@@ -244,7 +244,8 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	if s == nil || s.current(cl) == nil {
 		return
 	}
-	changed := false
+	var added []packets.Subscription
+	var existed []bool
 	for i, sub := range pk.Filters {
 		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code || mqtt.IsSharedFilter(sub.Filter) {
 			continue
@@ -260,10 +261,14 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			s.rec.Subscriptions = append(s.rec.Subscriptions, stored)
 		}
 		s.mu.Unlock()
-		changed = true
+		added = append(added, sub)
+		existed = append(existed, i >= 0)
 	}
-	if changed {
+	if len(added) > 0 {
 		h.saveSession(s)
+	}
+	for i, sub := range added {
+		h.sendRetained(cl, s, sub, existed[i])
 	}
 }
 
