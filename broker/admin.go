@@ -150,7 +150,22 @@ func (a *adminAPI) refuse(w http.ResponseWriter, r *http.Request, user, reason s
 		writeError(w, http.StatusForbidden, "user is not an admin")
 		return
 	}
+	holdRefusal(r, a.b.auth.FailedLogin(r.RemoteAddr))
 	unauthorized(w, "unknown user or wrong password")
+}
+
+// holdRefusal waits d before a failed login is answered (guessing
+// passwords gets slow), or until the client gives up.
+func holdRefusal(r *http.Request, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
 }
 
 func unauthorized(w http.ResponseWriter, msg string) {

@@ -129,6 +129,7 @@ func (a *userAPI) refuse(w http.ResponseWriter, r *http.Request, user, why strin
 	}
 	a.b.sampled.Warn().Str("user", user).Str("remote", r.RemoteAddr).Str("method", r.Method).
 		Str("path", r.URL.Path).Str("reason", why).Msg("API login refused")
+	holdRefusal(r, a.b.auth.FailedLogin(r.RemoteAddr))
 	unauthorized(w, why)
 }
 

@@ -429,3 +429,21 @@ func TestAPIGroupFull(t *testing.T) {
 		t.Fatalf("members of the full group %v", g.Members)
 	}
 }
+
+// TestAPIFailedLoginsAreHeld: past five failures from one IP within a
+// minute, each refusal is held longer (200 ms more each, up to 3 s), as for
+// MQTT CONNECT, so that guessing passwords over HTTP gets slow. The check is
+// a lower bound on the hold, the behaviour itself, not a speed figure.
+func TestAPIFailedLoginsAreHeld(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	for range 5 {
+		wantStatus(t, apiCall(t, h, http.MethodGet, "/v1/me/settings", apiBasic("alice", "wrong"), nil), http.StatusUnauthorized)
+	}
+	start := time.Now()
+	wantStatus(t, apiCall(t, h, http.MethodGet, "/v1/me/settings", apiBasic("alice", "wrong"), nil), http.StatusUnauthorized)
+	if held := time.Since(start); held < 200*time.Millisecond {
+		t.Fatalf("sixth failed login answered after %s, want it held at least 200ms", held)
+	}
+	// Only refusals are held: the right password still gets in.
+	wantStatus(t, apiAs(t, h, "alice", http.MethodGet, "/v1/me/settings", nil), http.StatusOK)
+}

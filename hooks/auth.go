@@ -186,6 +186,14 @@ func (h *Auth) Login(username string, password []byte) (Identity, error) {
 	return id, nil
 }
 
+// FailedLogin records a failed login from remote (host:port) made outside
+// MQTT, through the HTTP APIs, and returns how long to hold the refusal.
+// MQTT and HTTP failures from one IP count together, so an attacker gains
+// nothing by switching protocols.
+func (h *Auth) FailedLogin(remote string) time.Duration {
+	return h.failures.delay(remoteIP(remote), h.opts.FailureDelay, h.opts.MaxFailureDelay)
+}
+
 // Login errors.
 var (
 	ErrLoginFailed     = errors.New("login failed")
