@@ -143,8 +143,8 @@ func groupTopic(topic string) (group string, ok bool) {
 // IsTyping reports the typing topics, u/{user}/typing and g/{group}/typing,
 // whose messages are never queued (offline.Rules.Ephemeral).
 func IsTyping(topic string) bool {
-	if user, sub, ok := userTopic(topic); ok {
-		return user != "" && sub == subtopicTyping
+	if _, sub, ok := userTopic(topic); ok {
+		return sub == subtopicTyping
 	}
 	rest, found := strings.CutPrefix(topic, "g/")
 	group, sub, _ := strings.Cut(rest, "/")

@@ -265,6 +265,7 @@ func (h *Presence) flush() {
 		if st.Status == PresenceOffline && !seen && st.LastSeen == 0 {
 			continue
 		}
+		lastSeen := st.LastSeen
 		if st.Status == PresenceOffline && h.opts.Settings != nil && h.opts.Settings(user).HideLastSeen {
 			st.LastSeen = 0
 		}
@@ -273,8 +274,10 @@ func (h *Presence) flush() {
 		h.mu.Lock()
 		if st.Status == PresenceOnline {
 			h.published[user] = PresenceOnline
-		} else if h.conns[user] == nil {
-			// Forget offline users: memory stays bounded by those online.
+		} else if h.conns[user] == nil && h.lastSeen[user] == lastSeen {
+			// Forget offline users (memory stays bounded by those online),
+			// unless the user came and went again meanwhile: that newer
+			// last seen is marked and published next.
 			delete(h.published, user)
 			delete(h.lastSeen, user)
 		}
