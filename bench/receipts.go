@@ -36,21 +36,8 @@ func receiptsScenario() Scenario {
 			"sent_p50_us", "delivered_p50_us", "delivered_p99_us", "read_p50_us", "read_p99_us",
 			"delivered_missing", "read_missing",
 		},
-		Defaults: func(o *Options) {
-			o.QoS = 1
-			// As p2p-latency: the everyday chat load, where latency
-			// matters, not throughput.
-			if o.Clients == 0 {
-				o.Clients = 50
-			}
-			if o.Duration == 0 && o.Count == 0 {
-				o.Duration = defaultDuration
-			}
-			if o.Rate == 0 {
-				o.Rate = 20
-			}
-		},
-		run: runReceipts,
+		Defaults: chatDefaults, // as p2p-latency
+		run:      runReceipts,
 	}
 }
 

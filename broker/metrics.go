@@ -76,10 +76,7 @@ func newMetrics(server *mqtt.Server) *metrics {
 
 // registerOffline exports the delivery counters of the offline hook.
 func (m *metrics) registerOffline(st *offline.Stats) {
-	for _, c := range []struct {
-		name, help string
-		v          func() int64
-	}{
+	counterFuncs(m.registry, []counter[int64]{
 		{"mqhub_queue_enqueued_total", "Queue entries written (one per session per QoS 1/2 message).", st.Enqueued.Load},
 		{"mqhub_queue_delivered_total", "Queue entries acknowledged by the receiving client.", st.Delivered.Load},
 		{"mqhub_queue_resent_total", "Queue entries re-sent with DUP after a reconnect or restart.", st.Resent.Load},
@@ -88,24 +85,17 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 		{"mqhub_queue_too_large_total", "Queue entries dropped as larger than the client's maximum packet size.", st.TooLarge.Load},
 		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
 		{"mqhub_queue_revoked_total", "Queued messages dropped because the session may no longer read their topic.", st.Revoked.Load},
-	} {
-		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
-	}
+	})
 }
 
 // registerMessaging exports the receipts counters and the users online.
 func (m *metrics) registerMessaging(st *hooks.ReceiptsStats, online func() int64) {
-	for _, c := range []struct {
-		name, help string
-		v          func() int64
-	}{
+	counterFuncs(m.registry, []counter[int64]{
 		{"mqhub_receipts_delivered_total", "Delivered receipts routed, one per recipient device.", st.Delivered.Load},
 		{"mqhub_receipts_read_total", "Read receipts routed.", st.Read.Load},
 		{"mqhub_receipts_read_refused_total", "Read receipts refused: malformed, or naming no message addressed to the reader.", st.ReadRefused.Load},
 		{"mqhub_receipts_read_ids_dropped_total", "Message ids dropped from routed read receipts, as not addressed to the reader.", st.ReadDropped.Load},
-	} {
-		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
-	}
+	})
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mqhub_users_online", Help: "Users with at least one device connected.",
 	}, func() float64 { return float64(online()) }))
@@ -137,18 +127,26 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 // registerStore exports the store's counters: drops by queue policy and
 // expiry, and the group commits.
 func (m *metrics) registerStore(st *storage.Stats) {
-	for _, c := range []struct {
-		name, help string
-		v          func() uint64
-	}{
+	counterFuncs(m.registry, []counter[uint64]{
 		{"mqhub_queue_dropped_oldest_total", "Queued messages deleted to make room under the drop-oldest policy.", st.DroppedOldest.Load},
 		{"mqhub_queue_expired_total", "Queued messages deleted because their message expiry passed.", st.Expired.Load},
 		{"mqhub_queue_aged_out_total", "Queued messages deleted because they were older than queue-max-age.", st.AgedOut.Load},
 		{"mqhub_store_commits_total", "Group commits written to the store.", st.Batches.Load},
 		{"mqhub_store_syncs_total", "fsyncs of the store.", st.Syncs.Load},
 		{"mqhub_store_commit_errors_total", "Failed commits or fsyncs of the store.", st.CommitErrors.Load},
-	} {
-		counterFunc(m.registry, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
+	})
+}
+
+// counter names a counter read from an atomic of another package.
+type counter[T int64 | uint64] struct {
+	name, help string
+	v          func() T
+}
+
+// counterFuncs registers counterFunc for each counter.
+func counterFuncs[T int64 | uint64](reg *prometheus.Registry, cs []counter[T]) {
+	for _, c := range cs {
+		counterFunc(reg, prometheus.CounterOpts{Name: c.name, Help: c.help}, c.v)
 	}
 }
 

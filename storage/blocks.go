@@ -77,17 +77,7 @@ func (s *Store) ListBlocked(user string, fn func(blocked string) error) error {
 	if err := CheckUserName(user); err != nil {
 		return err
 	}
-	return s.view(func(txn *badger.Txn) error {
-		prefix := blockPrefix(user)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := fn(string(it.Item().Key()[len(prefix):])); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.keySuffixes(blockPrefix(user), fn)
 }
 
 // ListAllBlocks calls fn with every block of every user, ordered by user

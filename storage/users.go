@@ -419,8 +419,13 @@ func (s *Store) ListClientIDs(user string, fn func(clientID string) error) error
 	if err := CheckUserName(user); err != nil {
 		return err
 	}
+	return s.keySuffixes(ownedPrefix(user), fn)
+}
+
+// keySuffixes calls fn with what follows prefix in every key under it, in
+// byte order, for indexes whose keys carry all there is (empty values).
+func (s *Store) keySuffixes(prefix []byte, fn func(string) error) error {
 	return s.view(func(txn *badger.Txn) error {
-		prefix := ownedPrefix(user)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
