@@ -168,7 +168,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
 	})
 	b.metrics.registerLimits(limits.Stats())
-	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow})
+	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
 	// Order matters: auth sets the user the envelope stamps; receipts see
 	// the envelope's id and rewrite read receipts before the offline hook
 	// stores them; presence stops (and flushes) before the offline hook.

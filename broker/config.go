@@ -75,6 +75,7 @@ type Config struct {
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
 
+	Envelope        string        // messaging: stamp messages in u/ and g/ only; all: every message
 	DedupeWindow    time.Duration // a repeated message id from one sender within this is acknowledged, not delivered again
 	ReceiptWindow   time.Duration // read receipts are accepted for a message this long after it was sent
 	MaxGroupMembers int           // members one group may have
@@ -87,8 +88,10 @@ type Config struct {
 	QueuePolicy      string        // refuse-new or drop-oldest, when a queue is full
 }
 
-// Durability and queue policy values.
+// Envelope, durability and queue policy values.
 const (
+	EnvelopeMessaging  = "messaging"
+	EnvelopeAll        = "all"
 	DurabilitySync     = "sync"
 	DurabilityInterval = "interval"
 	QueueRefuseNew     = "refuse-new"
@@ -119,6 +122,7 @@ func Default() Config {
 		WriteBufferSize:  2 * KiB,
 		TopicAliasMax:    1024,
 		ShutdownTimeout:  10 * time.Second,
+		Envelope:         EnvelopeMessaging,
 		DedupeWindow:     5 * time.Minute,
 		ReceiptWindow:    30 * 24 * time.Hour,
 		MaxGroupMembers:  1024,
@@ -237,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 {
 		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions: must not be negative (0 means no limit)")
+	}
+	if c.Envelope != EnvelopeMessaging && c.Envelope != EnvelopeAll {
+		bad("envelope: %q must be %s or %s", c.Envelope, EnvelopeMessaging, EnvelopeAll)
 	}
 	if c.DedupeWindow < 0 {
 		bad("dedupe-window: must not be negative (0 turns deduplication off)")

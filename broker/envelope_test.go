@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqhub/mqhub/broker"
 )
 
 func TestEnvelopeStampsSender(t *testing.T) {
@@ -54,6 +56,44 @@ func TestEnvelopeStampsSender(t *testing.T) {
 	first, second := bob.Next(t, 5*time.Second).Properties.User.Get("id"), bob.Next(t, 5*time.Second).Properties.User.Get("id")
 	if first == "" || first == second {
 		t.Fatalf("assigned ids %q and %q: want two distinct ones", first, second)
+	}
+}
+
+// Outside the hub's namespaces a message is relayed as published, as any
+// MQTT broker does, except that nobody may claim a sender or accept time;
+// with --envelope all it is stamped like a chat message.
+func TestEnvelopeScope(t *testing.T) {
+	publish := &paho.Publish{Topic: "shared/plain", QoS: 1, Payload: []byte("p"),
+		Properties: &paho.PublishProperties{User: paho.UserProperties{
+			{Key: "from", Value: "root"}, {Key: "ts", Value: "1"}, {Key: "id", Value: "client-id-1"}, {Key: "app", Value: "kept"},
+		}}}
+	for _, tc := range []struct {
+		scope   string
+		stamped bool
+	}{{broker.EnvelopeMessaging, false}, {broker.EnvelopeAll, true}} {
+		t.Run(tc.scope, func(t *testing.T) {
+			h := startSecureHub(t, testACL, func(c *broker.Config) { c.Envelope = tc.scope })
+			alice := h.mustLogin(t, "alice", "alice-scope")
+			alice.Subscribe(t, "shared/#", 1)
+			alice.Publish(t, publish)
+			alice.Publish(t, &paho.Publish{Topic: "shared/bare", QoS: 1, Payload: []byte("b")})
+
+			props := alice.Next(t, 5*time.Second).Properties.User
+			wantFrom := ""
+			if tc.stamped {
+				wantFrom = "alice"
+			}
+			if props.Get("from") != wantFrom || props.Get("id") != "client-id-1" || props.Get("app") != "kept" {
+				t.Errorf("properties %+v: want from %q, the client's id and app", props, wantFrom)
+			}
+			if ts := props.Get("ts"); (ts != "") != tc.stamped || ts == "1" {
+				t.Errorf("ts = %q: want it stamped: %v, never the client's", ts, tc.stamped)
+			}
+			bare := alice.Next(t, 5*time.Second).Properties
+			if n := len(bare.User); (n == 3) != tc.stamped || (n != 0 && n != 3) {
+				t.Errorf("a message without properties arrived with %+v (stamped: %v)", bare.User, tc.stamped)
+			}
+		})
 	}
 }
 

@@ -23,11 +23,13 @@ var ErrDecoderPanic = errors.New("packet crashed the decoder")
 
 // trackedConn is the net.Conn handed to mochi. It lets the guard find the
 // mochi client of a connection after a panic, and know whether the
-// connection ever became a session.
+// connection ever became a session; the hub's senders batch their writes
+// through it (heldwrites.go).
 type trackedConn struct {
 	net.Conn
 	client      atomic.Pointer[mqtt.Client]
 	established atomic.Bool
+	held        heldWrites // see heldwrites.go
 }
 
 // TLSState reports the TLS state of a connection that arrived over TLS,

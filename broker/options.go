@@ -62,6 +62,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "subscriptions one client may hold (0: no limit)")
 	fs.IntVar(&c.MaxTopicLength, "max-topic-length", c.MaxTopicLength, "bytes in a topic name or filter")
 	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "levels in a topic name or filter")
+	fs.StringVar(&c.Envelope, "envelope", c.Envelope, "messaging: stamp id/from/ts on messages in the hub's namespaces (u/, g/) and relay other topics as published; all: stamp every message")
 	fs.DurationVar(&c.DedupeWindow, "dedupe-window", c.DedupeWindow, "a PUBLISH repeating the id user property of an earlier one from the same sender within this is acknowledged but not delivered again (0: off)")
 	fs.DurationVar(&c.ReceiptWindow, "receipt-window", c.ReceiptWindow, "read receipts are accepted for a message this long after it was sent (the hub keeps a small record per message until then)")
 	fs.IntVar(&c.MaxGroupMembers, "max-group-members", c.MaxGroupMembers, "members one group may have")

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -21,6 +22,14 @@ const (
 
 // EnvelopeOptions configures Envelope.
 type EnvelopeOptions struct {
+	// AllTopics stamps every message. Otherwise only messages in the
+	// hub's namespaces (u/, g/) are stamped, and other topics are relayed
+	// as published, as any MQTT broker does: the envelope is about 60
+	// bytes of user properties per delivery, which plain MQTT traffic
+	// (sensors, a fan-in) pays for without using it. A client-set `from`
+	// or `ts` is removed from them either way, so that nobody can speak
+	// for someone else.
+	AllTopics bool
 	// DedupeWindow is how long a message ID from one sender is
 	// remembered: a PUBLISH repeating it within the window is acknowledged
 	// but not delivered again (a retry after a lost PUBACK). 0 turns
@@ -33,7 +42,8 @@ type EnvelopeOptions struct {
 	Now           func() time.Time
 }
 
-// Envelope stamps the metadata of every client PUBLISH into MQTT 5 user
+// Envelope stamps the metadata of client PUBLISHes (those in the hub's
+// namespaces, or all: EnvelopeOptions.AllTopics) into MQTT 5 user
 // properties: `from` (the authenticated user; a value the client set is
 // replaced, so nobody can speak for someone else), `ts` (accept time) and
 // `id` (kept when the client chose one, assigned otherwise). The payload is
@@ -95,6 +105,10 @@ func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if cl.Net.Inline {
 		return pk, nil // the hub's own messages, or a stored one coming back
 	}
+	stamp := h.opts.AllTopics || isNamespaced(pk.TopicName)
+	if !stamp && !hasUserProperty(pk.Properties.User, PropFrom, PropTS, PropID) {
+		return pk, nil // plain MQTT, relayed as published
+	}
 	user := string(cl.Properties.Username)
 	now := h.opts.Now()
 	id := ""
@@ -107,7 +121,9 @@ func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 			if id == "" && p.Val != "" && len(p.Val) <= 128 {
 				id = p.Val
 			}
-			continue
+			if stamp {
+				continue // set below
+			}
 		}
 		props = append(props, p)
 	}
@@ -117,6 +133,10 @@ func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	if id != "" && h.repeated(dedupeKey{sender, id}, now) {
 		return pk, packets.CodeSuccessIgnore
+	}
+	if !stamp {
+		pk.Properties.User = props
+		return pk, nil
 	}
 	if id == "" {
 		id = xid.NewWithTime(now).String()
@@ -128,6 +148,16 @@ func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	)
 	pk.Properties.User = props
 	return pk, nil
+}
+
+// hasUserProperty reports whether props holds any of keys.
+func hasUserProperty(props []packets.UserProperty, keys ...string) bool {
+	for _, p := range props {
+		if slices.Contains(keys, p.Key) {
+			return true
+		}
+	}
+	return false
 }
 
 // repeated records a sender's message ID and reports whether it was seen

@@ -60,6 +60,10 @@ type batch struct {
 
 	done    []staged
 	touched map[*qstate]struct{}
+	// durable: some op of the batch must reach the disk before it is
+	// answered; a batch of volatile writes only (volatile.go) is not
+	// fsynced.
+	durable bool
 }
 
 // writer is the single commit goroutine: it drains the request channel
@@ -120,7 +124,7 @@ func (s *Store) commitBatch(ops []op) {
 	if early {
 		s.publish(b)
 	}
-	if s.opts.Durability == DurabilitySync {
+	if s.opts.Durability == DurabilitySync && b.durable {
 		if err := s.sync(); err != nil {
 			// The data may be in the page cache but not on disk: nobody is
 			// told it is safe, and the store stops taking writes.
@@ -187,6 +191,9 @@ func (b *batch) stage(o op) {
 		// Commit what is staged and run o again against the new state.
 		b.undoCur()
 		b.commitChunk()
+	}
+	if v, ok := o.(volatileOp); !ok || !v.volatile() {
+		b.durable = true
 	}
 	b.chunk = append(b.chunk, staged{o: o, undo: b.curUndo})
 	b.chunkSize += b.curSize

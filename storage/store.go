@@ -44,10 +44,12 @@ type Store struct {
 	// faults inject commit and fsync errors in tests; nil in production.
 	faults struct{ commit, sync atomic.Pointer[func() error] }
 
-	// mu guards queues: the per-session counters (a few words each, never
-	// per message). Entries are loaded lazily from their c| key.
-	mu     sync.Mutex
-	queues map[string]*qstate
+	// mu guards queues, the per-session counters (a few words each, never
+	// per message; entries are loaded lazily from their c| key), and
+	// volatile.
+	mu       sync.Mutex
+	queues   map[string]*qstate
+	volatile map[string]struct{} // sessions whose queues need no fsync (volatile.go)
 }
 
 // Open opens (or creates) the store in opts.Dir, applying defaults to the
@@ -105,6 +107,7 @@ func Open(opts Options) (*Store, error) {
 		writerDone: make(chan struct{}),
 		stop:       make(chan struct{}),
 		queues:     make(map[string]*qstate),
+		volatile:   make(map[string]struct{}),
 	}
 	s.idle = sync.NewCond(&s.lmu)
 	go s.writer()

@@ -86,7 +86,9 @@ func (p *pipeline) kick() { p.kicker.kick(&p.h.senders, p.drain) }
 
 // drain completes the committed publishes at the head, in arrival order:
 // a later publish never gets its PUBACK before an earlier one [MQTT-4.6.0-2].
+// The PUBACKs of one run go out in as few writes as possible.
 func (p *pipeline) drain() {
+	defer holdWrites(p.cl)()
 	for {
 		p.mu.Lock()
 		if len(p.pending) == 0 || p.pending[0].remaining.Load() > 0 {

@@ -41,6 +41,9 @@ type sender struct {
 	s      *session
 	cl     *mqtt.Client
 	window int // unacknowledged messages allowed: client Receive Maximum, capped
+	// resumable: the session outlives the connection, so the packet ID
+	// of each send is recorded for a re-send after a reconnect.
+	resumable bool
 
 	mu        sync.Mutex
 	closed    bool
@@ -58,7 +61,7 @@ func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
 	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 {
 		window = min(window, int(cl.Properties.Props.ReceiveMaximum))
 	}
-	return &sender{h: h, s: s, cl: cl, window: window, inflight: map[uint16]inflight{}, room: make(chan struct{}, 1)}
+	return &sender{h: h, s: s, cl: cl, window: window, resumable: persistent(cl), inflight: map[uint16]inflight{}, room: make(chan struct{}, 1)}
 }
 
 // kick makes sure a goroutine sends what can be sent now.
@@ -164,58 +167,118 @@ func (sd *sender) ack(seq uint64) {
 	}
 }
 
+// heldWriter is a connection that can gather writes into one: the
+// broker's connections are (broker/heldwrites.go).
+type heldWriter interface {
+	HoldWrites()
+	ReleaseWrites() error
+}
+
+// holdWrites gathers the packets written to cl until the returned release
+// runs into as few writes as possible.
+func holdWrites(cl *mqtt.Client) (release func()) {
+	hw, ok := cl.Net.Conn.(heldWriter)
+	if !ok {
+		return func() {}
+	}
+	hw.HoldWrites()
+	return func() { _ = hw.ReleaseWrites() }
+}
+
 // fill sends live QoS 0 messages, then queue entries while the window has
 // room, reading the queue from disk in order.
 func (sd *sender) fill() {
-	for {
-		sd.mu.Lock()
-		if sd.closed {
-			sd.mu.Unlock()
-			return
-		}
-		live := sd.qos0
-		sd.qos0 = nil
-		room := sd.window - len(sd.inflight)
-		after := sd.lastSeq
-		sd.mu.Unlock()
-
-		for _, pk := range live {
-			if err := sd.cl.WritePacket(pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
-				return
-			}
-		}
-		if len(live) > 0 {
-			sd.mu.Lock()
-			sd.congested = false
-			sd.mu.Unlock()
-			select {
-			case sd.room <- struct{}{}:
-			default:
-			}
-		}
-		if room <= 0 {
-			return
-		}
-		entries, err := sd.h.store.Read(sd.s.id, after, min(room, readBatch))
-		if err != nil {
-			if !errors.Is(err, storage.ErrClosed) {
-				sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Msg("queue read failed")
-			}
-			return
-		}
-		if len(entries) == 0 {
-			return
-		}
-		for i := range entries {
-			if !sd.send(&entries[i]) {
-				return
-			}
-		}
+	for sd.fillOnce() {
 	}
 }
 
-// send writes one queue entry and reports whether sending may go on.
-func (sd *sender) send(e *storage.Entry) bool {
+// fillOnce sends what is waiting now, each kind in as few writes as
+// possible, and reports whether there may be more.
+func (sd *sender) fillOnce() bool {
+	sd.mu.Lock()
+	if sd.closed {
+		sd.mu.Unlock()
+		return false
+	}
+	live := sd.qos0
+	sd.qos0 = nil
+	room := sd.window - len(sd.inflight)
+	after := sd.lastSeq
+	sd.mu.Unlock()
+
+	if len(live) > 0 {
+		if !sd.writeLive(live) {
+			return false
+		}
+		sd.mu.Lock()
+		sd.congested = false
+		sd.mu.Unlock()
+		select {
+		case sd.room <- struct{}{}:
+		default:
+		}
+	}
+	if room <= 0 {
+		return false
+	}
+	entries, err := sd.h.store.Read(sd.s.id, after, min(room, readBatch))
+	if err != nil {
+		if !errors.Is(err, storage.ErrClosed) {
+			sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Msg("queue read failed")
+		}
+		return false
+	}
+	if len(entries) == 0 {
+		return false
+	}
+	sent, marks := sd.sendEntries(entries)
+	// The packet IDs are recorded after the flush: a full store request
+	// queue must not hold back messages already written.
+	for _, m := range marks {
+		if err := sd.h.store.MarkSentAsync(sd.s.id, m.seq, m.pid, nil); err != nil {
+			return false
+		}
+	}
+	return sent
+}
+
+// sentMark is the packet ID a queue entry was sent with.
+type sentMark struct {
+	seq uint64
+	pid uint16
+}
+
+// sendEntries writes queue entries in as few writes as possible. It
+// reports whether sending may go on, and the packet IDs to record.
+func (sd *sender) sendEntries(entries []storage.Entry) (more bool, marks []sentMark) {
+	defer holdWrites(sd.cl)()
+	for i := range entries {
+		ok, mark := sd.send(&entries[i])
+		if mark.pid != 0 {
+			marks = append(marks, mark)
+		}
+		if !ok {
+			return false, marks
+		}
+	}
+	return true, marks
+}
+
+// writeLive writes live QoS 0 messages and reports whether the connection
+// still takes writes.
+func (sd *sender) writeLive(live []packets.Packet) bool {
+	defer holdWrites(sd.cl)()
+	for _, pk := range live {
+		if err := sd.cl.WritePacket(pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
+			return false
+		}
+	}
+	return true
+}
+
+// send writes one queue entry and reports whether sending may go on and,
+// for a resumable session, the packet ID to record for the entry.
+func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 	if !sd.h.mayRead(sd.s, e.Message.Topic) {
 		// Access was revoked after the message was queued.
 		sd.h.stats.Revoked.Add(1)
@@ -223,7 +286,7 @@ func (sd *sender) send(e *storage.Entry) bool {
 		sd.lastSeq = e.Seq
 		sd.mu.Unlock()
 		sd.ack(e.Seq)
-		return true
+		return true, mark
 	}
 	qos, ids := sd.s.delivery(e.Message.Topic, e.Message.QoS)
 	pk := toPacket(&e.Message, qos, ids)
@@ -231,16 +294,16 @@ func (sd *sender) send(e *storage.Entry) bool {
 		sd.mu.Lock()
 		if sd.closed {
 			sd.mu.Unlock()
-			return false
+			return false, mark
 		}
 		sd.lastSeq = e.Seq
 		sd.mu.Unlock()
 		err := sd.cl.WritePacket(pk)
 		if err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
-			return false
+			return false, mark
 		}
 		sd.ack(e.Seq)
-		return true
+		return true, mark
 	}
 
 	// Re-send with the packet ID of the earlier attempt [MQTT-4.4.0-1],
@@ -249,22 +312,20 @@ func (sd *sender) send(e *storage.Entry) bool {
 	if _, taken := sd.cl.State.Inflight.Get(pid); pid == 0 || taken {
 		next, err := sd.cl.NextPacketID()
 		if err != nil {
-			return false // all IDs in use: wait for acknowledgements
+			return false, mark // all IDs in use: wait for acknowledgements
 		}
 		pid = uint16(next)
 	}
 	pk.PacketID = pid
 	pk.FixedHeader.Dup = e.PacketID != 0 || e.Seq <= sd.s.uncertainUpTo
-	if pid != e.PacketID {
-		if err := sd.h.store.MarkSentAsync(sd.s.id, e.Seq, pid, nil); err != nil {
-			return false
-		}
+	if pid != e.PacketID && sd.resumable {
+		mark = sentMark{e.Seq, pid}
 	}
 
 	sd.mu.Lock()
 	if sd.closed {
 		sd.mu.Unlock()
-		return false
+		return false, mark
 	}
 	msg := e.Message
 	sd.inflight[pid] = inflight{seq: e.Seq, msg: &msg}
@@ -285,9 +346,9 @@ func (sd *sender) send(e *storage.Entry) bool {
 		delete(sd.inflight, pid)
 		sd.mu.Unlock()
 		sd.ack(e.Seq)
-		return true
+		return true, sentMark{}
 	}
-	return err == nil
+	return err == nil, mark
 }
 
 // Visible wakes the senders of online sessions whose queues just changed;

@@ -190,6 +190,9 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s.rec.Clean = !persistent(cl)
 	s.rec.DisconnectedAt = 0
 	s.mu.Unlock()
+	// A session that ends with its connection ends with the process too:
+	// its queue needs no fsync (storage/volatile.go).
+	h.store.SetVolatile(cl.ID, !persistent(cl))
 	h.saveSession(s)
 	// Mochi's flow control must stay off for this client: after every
 	// packet it reads, mochi looks for a held-back message with
@@ -316,6 +319,7 @@ func (h *Hook) dropSession(s *session, why string) {
 	for _, sub := range s.record().Subscriptions {
 		h.index.Unsubscribe(sub.Filter, s.id)
 	}
+	h.store.SetVolatile(s.id, false)
 	s.mu.Lock()
 	onDisk := s.stored || s.queued.Load()
 	s.mu.Unlock()

@@ -1,0 +1,50 @@
+package storage
+
+// A volatile queue belongs to a session that ends with its connection (an
+// MQTT clean session, or session expiry 0). The process dying ends that
+// session as surely as a disconnect, so nothing written to its queue has
+// to survive a crash: batches made only of writes to volatile queues are
+// committed without an fsync, and their publishers are acknowledged
+// without waiting for the disk. Messages that also go to a persistent
+// session are fsynced as before. Brokers commonly keep clean sessions in
+// memory for the same reason; keeping them in the store still bounds
+// their memory and keeps one delivery path.
+
+// SetVolatile marks the queue of session volatile (or not any more). The
+// offline hook calls it when a session starts; a volatile session's queue
+// is deleted when the session ends, and SetVolatile(session, false) then
+// forgets the mark.
+func (s *Store) SetVolatile(session string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.volatile[session] = struct{}{}
+	} else {
+		delete(s.volatile, session)
+	}
+}
+
+func (s *Store) isVolatile(session string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.volatile[session]
+	return ok
+}
+
+// volatileOp is implemented by ops that may need no fsync: volatile
+// reports, after apply, whether every queue they wrote is volatile.
+type volatileOp interface {
+	volatile() bool
+}
+
+func (o *enqueueOp) volatile() bool {
+	for _, id := range o.sessions {
+		if !o.s.isVolatile(id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (o *ackOp) volatile() bool  { return o.s.isVolatile(o.id) }
+func (o *markOp) volatile() bool { return o.s.isVolatile(o.id) }
