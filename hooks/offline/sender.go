@@ -75,8 +75,11 @@ func (sd *sender) stop() {
 	sd.mu.Lock()
 	sd.closed = true
 	ids := make([]uint16, 0, len(sd.inflight))
-	for id := range sd.inflight {
+	for id, f := range sd.inflight {
 		ids = append(ids, id)
+		if sd.resumable {
+			sd.s.rememberSent(f.seq, id)
+		}
 	}
 	sd.inflight = map[uint16]inflight{}
 	sd.qos0 = nil
@@ -307,8 +310,13 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 	}
 
 	// Re-send with the packet ID of the earlier attempt [MQTT-4.4.0-1],
-	// unless mochi already uses that ID on this connection.
+	// unless mochi already uses that ID on this connection. The ID is on
+	// disk for QoS 2, and in memory for QoS 1 (sentIDs in session.go).
 	pid := e.PacketID
+	resent := pid != 0
+	if pid == 0 {
+		pid, resent = sd.s.sentBefore(e.Seq)
+	}
 	if _, taken := sd.cl.State.Inflight.Get(pid); pid == 0 || taken {
 		next, err := sd.cl.NextPacketID()
 		if err != nil {
@@ -317,8 +325,8 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		pid = uint16(next)
 	}
 	pk.PacketID = pid
-	pk.FixedHeader.Dup = e.PacketID != 0 || e.Seq <= sd.s.uncertainUpTo
-	if pid != e.PacketID && sd.resumable {
+	pk.FixedHeader.Dup = resent || e.Seq <= sd.s.uncertainUpTo
+	if pid != e.PacketID && sd.resumable && qos == 2 {
 		mark = sentMark{e.Seq, pid}
 	}
 

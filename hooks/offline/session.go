@@ -29,6 +29,14 @@ type session struct {
 	rec    storage.Session // the record, subscriptions included
 	stored bool            // rec was written to the store
 	sender *sender         // set while a client is connected
+	// sentIDs holds the packet IDs of QoS 1 entries sent on an earlier
+	// connection of this process and not acknowledged, so that the next
+	// connection re-sends them with the same ID [MQTT-4.4.0-1]. QoS 2
+	// IDs are written to the store instead (MarkSent), since exactly-once
+	// needs them after a restart too; after a crash a QoS 1 entry is
+	// re-sent with a new ID and DUP set, which its receiver handles as the
+	// duplicate QoS 1 allows. At most one window of entries.
+	sentIDs map[uint64]uint16
 }
 
 func newSession(rec *storage.Session) *session {
@@ -91,6 +99,33 @@ func (s *session) delivery(topic string, published byte) (qos byte, ids []int) {
 		return best, ids
 	}
 	return published, ids
+}
+
+// rememberSent records that entry seq was sent with packet ID pid and not
+// acknowledged when its connection ended.
+func (s *session) rememberSent(seq uint64, pid uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sentIDs == nil {
+		s.sentIDs = map[uint64]uint16{}
+	}
+	s.sentIDs[seq] = pid
+}
+
+// sentBefore returns (and forgets) the packet ID entry seq was sent with
+// on an earlier connection, if it was.
+func (s *session) sentBefore(seq uint64) (pid uint16, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pid, ok = s.sentIDs[seq]
+	// Entries are re-sent in order: one below seq was removed meanwhile
+	// (expired, dropped) and will not come.
+	for old := range s.sentIDs {
+		if old <= seq {
+			delete(s.sentIDs, old)
+		}
+	}
+	return pid, ok
 }
 
 // attach starts delivery to a newly connected client.
