@@ -245,7 +245,11 @@ func (b *batch) dropAged(st *qstate) (int, error) {
 // ID mapping, and updates the counters.
 func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
 	b.del(queueKey(st.id, seq))
-	item, err := b.get(inflightKey(st.id, seq))
+	var item *badger.Item
+	err := badger.ErrKeyNotFound
+	if !b.s.isVolatile(st.id) { // volatile queues have no inflight markers
+		item, err = b.get(inflightKey(st.id, seq))
+	}
 	switch {
 	case err == nil:
 		b.del(inflightKey(st.id, seq))
@@ -344,14 +348,20 @@ func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) 
 	}
 	var out []Entry
 	var drop dropOp
+	marksFree := s.isVolatile(session)
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix: sidPrefix(famQueue, session, 0), PrefetchValues: true, PrefetchSize: min(max, 64),
 		})
 		defer it.Close()
-		inf := txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
-		defer inf.Close()
-		inf.Seek(inflightKey(session, start))
+		// A volatile queue has no inflight markers (its session cannot
+		// resume): one iterator less per read on the live path.
+		var inf *badger.Iterator
+		if !marksFree {
+			inf = txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
+			defer inf.Close()
+			inf.Seek(inflightKey(session, start))
+		}
 		for it.Seek(queueKey(session, start)); it.Valid() && len(out) < max; it.Next() {
 			item := it.Item()
 			seq := seqFromKey(item.Key())
@@ -376,9 +386,9 @@ func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) 
 				drop.aged = append(drop.aged, seq)
 				continue
 			}
-			for ; inf.Valid() && seqFromKey(inf.Item().Key()) < seq; inf.Next() {
+			for ; inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) < seq; inf.Next() {
 			}
-			if inf.Valid() && seqFromKey(inf.Item().Key()) == seq {
+			if inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) == seq {
 				if err := inf.Item().Value(func(v []byte) error {
 					var err error
 					e.PacketID, err = decodeInflight(v)

@@ -11,9 +11,11 @@ package storage
 // their memory and keeps one delivery path.
 
 // SetVolatile marks the queue of session volatile (or not any more). The
-// offline hook calls it when a session starts; a volatile session's queue
-// is deleted when the session ends, and SetVolatile(session, false) then
-// forgets the mark.
+// offline hook calls it when a new session starts; a volatile session's
+// queue is deleted when the session ends, and SetVolatile(session, false)
+// then forgets the mark. A volatile queue has no inflight markers: Read and
+// Ack do not look for them, so MarkSent must not be used on it, and a
+// queue that has markers must not be made volatile.
 func (s *Store) SetVolatile(session string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -46,5 +48,4 @@ func (o *enqueueOp) volatile() bool {
 	return true
 }
 
-func (o *ackOp) volatile() bool  { return o.s.isVolatile(o.id) }
-func (o *markOp) volatile() bool { return o.s.isVolatile(o.id) }
+func (o *ackOp) volatile() bool { return o.s.isVolatile(o.id) }

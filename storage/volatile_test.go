@@ -23,11 +23,6 @@ func TestVolatileQueuesSkipTheFsync(t *testing.T) {
 	step("enqueue to a clean session", false, func() { mustEnqueue(t, s, msg("t", "1"), "clean") })
 	step("enqueue to a persistent session", true, func() { mustEnqueue(t, s, msg("t", "2"), "kept") })
 	step("enqueue to both", true, func() { mustEnqueue(t, s, msg("t", "3"), "clean", "kept") })
-	step("mark sent on the clean queue", false, func() {
-		if err := s.MarkSent(bg, "clean", 1, 7); err != nil {
-			t.Fatal(err)
-		}
-	})
 	step("ack on the clean queue", false, func() {
 		if err := s.Ack(bg, "clean", 1); err != nil {
 			t.Fatal(err)

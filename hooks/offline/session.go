@@ -208,6 +208,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // packet is read: delivery of the queue starts here.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s := h.sessionOf(cl.ID)
+	resumed := s != nil
 	if s == nil {
 		s = newSession(&storage.Session{ClientID: cl.ID})
 		h.mu.Lock()
@@ -225,9 +226,13 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s.rec.Clean = !persistent(cl)
 	s.rec.DisconnectedAt = 0
 	s.mu.Unlock()
-	// A session that ends with its connection ends with the process too:
-	// its queue needs no fsync (storage/volatile.go).
-	h.store.SetVolatile(cl.ID, !persistent(cl))
+	// A new session that ends with its connection ends with the process
+	// too: its queue needs no fsync (storage/volatile.go). A resumed one
+	// whose client lowered its expiry to 0 keeps its queue as it was (it
+	// may hold sent-marks).
+	if !resumed {
+		h.store.SetVolatile(cl.ID, !persistent(cl))
+	}
 	h.saveSession(s)
 	// Mochi's flow control must stay off for this client: after every
 	// packet it reads, mochi looks for a held-back message with
