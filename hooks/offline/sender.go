@@ -221,8 +221,8 @@ func (sd *sender) fillOnce() bool {
 		default:
 		}
 	}
-	if room <= 0 {
-		return false
+	if room <= 0 || !sd.s.queued.Load() {
+		return false // no window, or nothing was ever queued (QoS 0 only)
 	}
 	entries, err := sd.h.store.Read(sd.s.id, after, min(room, readBatch))
 	if err != nil {
