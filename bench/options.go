@@ -109,6 +109,11 @@ func (o Options) withDefaults() Options {
 		// Generous but finite: connecting thousands of clients and
 		// draining take time beyond Duration and Hold.
 		o.Timeout = 2*o.Duration + o.Hold + o.Settle + o.Drain + 60*time.Second
+		if o.Duration == 0 && o.Count > 0 {
+			// A run bounded by count: allow down to 1,000 messages/s
+			// (offline-drain of 10,000 x 100 queues a million).
+			o.Timeout += time.Duration(o.Count) * time.Duration(max(o.Clients, 1)) * time.Millisecond
+		}
 	}
 	return o
 }

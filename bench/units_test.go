@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 )
@@ -243,4 +244,17 @@ func FuzzReadPacket(f *testing.F) {
 			t.Fatalf("type %#x body %d bytes from %d input bytes", typ, len(body), len(b))
 		}
 	})
+}
+
+// A run bounded by count gets a hard limit that grows with the messages it
+// sends: offline-drain of 10,000 x 100 must not be cut off at a minute.
+func TestTimeoutGrowsWithCount(t *testing.T) {
+	small := Options{Clients: 10, Count: 100}.withDefaults().Timeout
+	large := Options{Clients: 10_000, Count: 100}.withDefaults().Timeout
+	if large < small+900*time.Second {
+		t.Errorf("timeout for 1,000,000 messages %v (1,000 for %v): want room for 1,000 msg/s", large, small)
+	}
+	if d := (Options{Duration: 5 * time.Second}).withDefaults().Timeout; d > 2*time.Minute {
+		t.Errorf("a 5 s timed run got a %v limit", d)
+	}
 }

@@ -160,6 +160,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Ephemeral:    hooks.IsTyping,
 		Copies:       hooks.SyncCopies,
 		Acknowledged: receipts.Delivered,
+		Acknowledges: receipts.WantsDelivered,
 	})
 	limits := hooks.NewLimits(hooks.LimitsOptions{
 		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,

@@ -214,27 +214,15 @@ func (h *Receipts) addressedTo(sender, id, reader string) bool {
 // receipt to the sender, calls done once that is durable and returns true;
 // for anything else it returns false.
 func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done func(error)) bool {
-	id := ""
-	for _, p := range m.UserProperties {
-		if p.Key == PropID {
-			id = p.Value
-			break
-		}
+	id, group, ok := receiptFor(m)
+	if !ok || user == "" || m.User == user {
+		return false
+	}
+	if owner, _, direct := userTopic(m.Topic); direct && owner != user {
+		return false
 	}
 	sender := m.User
-	if id == "" || sender == "" || user == "" || sender == user {
-		return false
-	}
-	r := Receipt{Status: StatusDelivered, ID: id, By: user, Device: clientID, TS: h.opts.Now().UnixMilli()}
-	if owner, sub, ok := userTopic(m.Topic); ok {
-		if sub != subtopicInbox || owner != user {
-			return false
-		}
-	} else if group, ok := groupTopic(m.Topic); ok {
-		r.Group = group
-	} else {
-		return false
-	}
+	r := Receipt{Status: StatusDelivered, ID: id, By: user, Device: clientID, Group: group, TS: h.opts.Now().UnixMilli()}
 	payload, err := json.Marshal(r)
 	if err != nil {
 		done(err)
@@ -251,6 +239,34 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 		},
 	}, done)
 	return true
+}
+
+// WantsDelivered is offline.Rules.Acknowledges: whether Delivered may
+// write a receipt for m, so that the sender keeps only those messages
+// while they are in flight.
+func (h *Receipts) WantsDelivered(m *storage.Message) bool {
+	_, _, ok := receiptFor(m)
+	return ok
+}
+
+// receiptFor reports whether m is a message a delivered receipt is written
+// for (a direct message to an inbox, or a group message, with an id and a
+// sender), and its id and group.
+func receiptFor(m *storage.Message) (id, group string, ok bool) {
+	for _, p := range m.UserProperties {
+		if p.Key == PropID {
+			id = p.Value
+			break
+		}
+	}
+	if id == "" || m.User == "" {
+		return "", "", false
+	}
+	if _, sub, direct := userTopic(m.Topic); direct {
+		return id, "", sub == subtopicInbox
+	}
+	group, ok = groupTopic(m.Topic)
+	return id, group, ok
 }
 
 // userProperty returns the first value of a user property, or "".

@@ -59,6 +59,11 @@ type Rules struct {
 	// Acknowledged wrote (a delivered receipt) is durable first; after
 	// done(err) it stays and is sent again on the next connection.
 	Acknowledged func(clientID, user string, m *storage.Message, done func(error)) bool
+	// Acknowledges, when set, reports whether Acknowledged may act on m:
+	// the sender keeps a copy of a message in flight only when it does
+	// (a drain of 10,000 sessions otherwise holds a million copies). Nil
+	// keeps every message for Acknowledged.
+	Acknowledges func(m *storage.Message) bool
 }
 
 // Stats counts what the hook did, for metrics and tests.

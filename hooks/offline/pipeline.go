@@ -113,13 +113,15 @@ func (p *pipeline) complete(e *pipelined) {
 		return
 	}
 	pk := e.pk
-	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
-	if err := p.h.server.InjectPacket(p.relay, pk); err != nil {
-		p.h.sampled.Warn().Err(err).Str("client_id", p.cl.ID).Str("topic", pk.TopicName).Msg("stored message not handed to other subscribers")
+	if pk.FixedHeader.Retain || p.h.mochiSubscribed(pk.TopicName) {
+		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
+		if err := p.h.server.InjectPacket(p.relay, pk); err != nil {
+			p.h.sampled.Warn().Err(err).Str("client_id", p.cl.ID).Str("topic", pk.TopicName).Msg("stored message not handed to other subscribers")
+		}
+		// The message was counted when it arrived; the relay must not count it twice.
+		atomic.AddInt64(&p.h.server.Info.MessagesReceived, -1)
+		atomic.AddInt64(&p.h.server.Info.PacketsReceived, -1)
 	}
-	// The message was counted when it arrived; the relay must not count it twice.
-	atomic.AddInt64(&p.h.server.Info.MessagesReceived, -1)
-	atomic.AddInt64(&p.h.server.Info.PacketsReceived, -1)
 	for _, sd := range e.online {
 		sd.kick()
 	}
@@ -128,6 +130,16 @@ func (p *pipeline) complete(e *pipelined) {
 		PacketID:    pk.PacketID,
 		ReasonCode:  packets.CodeSuccess.Code,
 	})
+}
+
+// mochiSubscribed reports whether mochi's own index (shared and inline
+// subscriptions; ours live in h.index) has a subscriber for topic: only
+// then, or for a retained message, is a stored message handed to mochi.
+// Skipping mochi's publish path otherwise saves a packet copy and a run of
+// every hook per message.
+func (h *Hook) mochiSubscribed(topic string) bool {
+	subs := h.server.Topics.Subscribers(topic)
+	return len(subs.Subscriptions)+len(subs.Shared)+len(subs.InlineSubscriptions) > 0
 }
 
 // forget drops the pipeline of a closed connection once nothing waits in

@@ -27,7 +27,7 @@ const (
 const readBatch = 128
 
 // inflight is a queue entry sent and not yet acknowledged. The message is
-// kept (at most a window's worth) for Rules.Acknowledged.
+// kept (at most a window's worth) when Rules.Acknowledged wants it.
 type inflight struct {
 	seq uint64
 	msg *storage.Message
@@ -146,7 +146,7 @@ func (sd *sender) complete(packetID uint16) {
 	// that a client acknowledging faster than the store removes waits for
 	// it (back-pressure).
 	id, h := sd.s.id, sd.h
-	later := h.rules.Acknowledged != nil && h.rules.Acknowledged(id, sd.s.user(), f.msg, func(err error) {
+	later := f.msg != nil && h.rules.Acknowledged(id, sd.s.user(), f.msg, func(err error) {
 		if err != nil {
 			h.sampled.Error().Err(err).Str("client_id", id).Uint64("seq", f.seq).Msg("acknowledgement not processed; the entry will be sent again")
 			return
@@ -245,6 +245,38 @@ func (sd *sender) fillOnce() bool {
 	return sent
 }
 
+// idTaken reports whether packet ID pid is in use on the connection: by
+// one of our sends in flight, or in mochi's map (an inbound QoS 2 flow, or
+// a QoS 2 send of ours).
+func (sd *sender) idTaken(pid uint16) bool {
+	if _, ok := sd.cl.State.Inflight.Get(pid); ok {
+		return true
+	}
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	_, ok := sd.inflight[pid]
+	return ok
+}
+
+// nextPacketID returns a packet ID free on the connection. Mochi's
+// NextPacketID skips the IDs in its map only; ours in flight (at most a
+// window, fewer than the 65,535 IDs) are skipped here.
+func (sd *sender) nextPacketID() (uint16, bool) {
+	for range 1 << 16 {
+		next, err := sd.cl.NextPacketID()
+		if err != nil {
+			return 0, false
+		}
+		sd.mu.Lock()
+		_, ours := sd.inflight[uint16(next)]
+		sd.mu.Unlock()
+		if !ours {
+			return uint16(next), true
+		}
+	}
+	return 0, false
+}
+
 // sentMark is the packet ID a queue entry was sent with.
 type sentMark struct {
 	seq uint64
@@ -317,12 +349,12 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 	if pid == 0 {
 		pid, resent = sd.s.sentBefore(e.Seq)
 	}
-	if _, taken := sd.cl.State.Inflight.Get(pid); pid == 0 || taken {
-		next, err := sd.cl.NextPacketID()
-		if err != nil {
+	if pid == 0 || sd.idTaken(pid) {
+		next, ok := sd.nextPacketID()
+		if !ok {
 			return false, mark // all IDs in use: wait for acknowledgements
 		}
-		pid = uint16(next)
+		pid = next
 	}
 	pk.PacketID = pid
 	pk.FixedHeader.Dup = resent || e.Seq <= sd.s.uncertainUpTo
@@ -335,10 +367,20 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		sd.mu.Unlock()
 		return false, mark
 	}
-	msg := e.Message
-	sd.inflight[pid] = inflight{seq: e.Seq, msg: &msg}
+	var msg *storage.Message // kept for Rules.Acknowledged only
+	if r := sd.h.rules; r.Acknowledged != nil && (r.Acknowledges == nil || r.Acknowledges(&e.Message)) {
+		m := e.Message
+		msg = &m
+	}
+	sd.inflight[pid] = inflight{seq: e.Seq, msg: msg}
 	sd.lastSeq = e.Seq
-	sd.cl.State.Inflight.Set(pk) // so that mochi answers PUBREC with PUBREL
+	if qos == 2 {
+		// So that mochi answers PUBREC with PUBREL. QoS 1 stays out of
+		// mochi's map: it would copy every packet there (130 MB at the
+		// peak of a 10,000-session drain) and its expiry loop copies the
+		// whole map every second.
+		sd.cl.State.Inflight.Set(pk)
+	}
 	sd.mu.Unlock()
 	if pk.FixedHeader.Dup {
 		sd.h.stats.Resent.Add(1)
