@@ -35,7 +35,7 @@ func DefaultBrokers() []string { return []string{BrokerMqhub, BrokerMosquitto} }
 // all that work against a plain MQTT broker, then receipts, which runs
 // against mqhub only (see mqhubOnly).
 func DefaultCompareScenarios() []string {
-	return []string{"fanin-qos0", "fanin-qos1", "p2p-latency", "fanout", "conns", "offline-drain", "receipts"}
+	return []string{"fanin-qos0", "fanin-qos1", "p2p-latency", "fanout", "fanout-qos1", "conns", "offline-drain", "receipts"}
 }
 
 // mqhubOnly reports whether a scenario measures mqhub's messaging flow,

@@ -13,8 +13,9 @@
 //     throughput, loss, duplicates.
 //   - p2p-latency: N user pairs exchanging QoS 1 messages on u/{user}/inbox;
 //     end-to-end latency quantiles.
-//   - fanout: one publisher to many subscribers of one topic; deliveries/s
-//     and latency quantiles.
+//   - fanout, fanout-qos1: one publisher to many subscribers of one topic
+//     (QoS 0, or 1 with every copy acknowledged); deliveries/s and latency
+//     quantiles.
 //   - conns: many idle connections with keepalive; connect rate and broker
 //     memory per connection.
 //   - offline-drain: persistent sessions that queue while offline and drain

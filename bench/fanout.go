@@ -10,15 +10,20 @@ import (
 
 // fanoutScenario is a group or broadcast: one publisher, many subscribers of
 // one topic. It measures how fast the broker multiplies a message and how
-// long the last copy takes to arrive.
-func fanoutScenario() Scenario {
+// long the last copy takes to arrive. "fanout" runs at QoS 0 unless --qos
+// says otherwise; "fanout-qos1" at QoS 1, where every copy is acknowledged.
+func fanoutScenario(qos byte) Scenario {
+	name := "fanout"
+	if qos > 0 {
+		name = fmt.Sprintf("fanout-qos%d", qos)
+	}
 	return Scenario{
-		Name:    "fanout",
-		Summary: "1 publisher -> N subscribers (default 1000) of one topic; deliveries/s, latency quantiles",
+		Name:    name,
+		Summary: fmt.Sprintf("1 publisher -> N subscribers (default 1000) of one topic at QoS %d; deliveries/s, latency quantiles", qos),
 		Key:     []string{"deliveries_per_s", "p50_us", "p99_us", "max_us", "lost"},
 		Defaults: func(o *Options) {
-			if o.QoS < 0 {
-				o.QoS = 0
+			if o.QoS < 0 || qos > 0 {
+				o.QoS = int(qos)
 			}
 			if o.Clients == 0 {
 				o.Clients = 1000

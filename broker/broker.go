@@ -115,6 +115,11 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 				h.Visible(sessions)
 			}
 		},
+		OnAppended: func(session string, seq uint64, m *storage.Message) {
+			if h := delivery.Load(); h != nil {
+				h.Appended(session, seq, m)
+			}
+		},
 		Queue: storage.QueueLimits{
 			MaxMessages: cfg.QueueMaxMessages,
 			MaxBytes:    int64(cfg.QueueMaxBytes),

@@ -163,6 +163,13 @@ func (s *Store) publish(b *batch) {
 		}
 	}
 	s.mu.Unlock()
+	if s.opts.OnAppended != nil {
+		for _, st := range b.done {
+			if o, ok := st.o.(*enqueueOp); ok {
+				o.appended(s.opts.OnAppended)
+			}
+		}
+	}
 	if len(ids) > 0 {
 		s.opts.OnVisible(ids)
 	}

@@ -113,6 +113,13 @@ type Options struct {
 	// sessions whose queues changed, once the change is visible to Read.
 	// It must return quickly and must not call the Store.
 	OnVisible func(sessions []string)
+	// OnAppended, when set, is called by the commit goroutine for each
+	// message appended to a queue, with its sequence number, as soon as it
+	// is visible and before OnVisible: a reader that is caught up can take
+	// it from here instead of reading it back. m is shared by every queue
+	// it went to and must not be modified. It must return quickly and must
+	// not call the Store.
+	OnAppended func(session string, seq uint64, m *Message)
 
 	// Now returns the current time (default time.Now); tests replace it to
 	// drive expiry without sleeping.

@@ -54,6 +54,7 @@ func (s *Store) Enqueue(ctx context.Context, sessions []string, m *Message) ([]u
 // caller can hold its PUBACK without blocking its read loop. done runs on
 // the store's commit goroutine: it must return quickly and must not call
 // the Store (hand the result to a channel or goroutine instead).
+// m must not be modified after the call (Options.OnAppended shares it).
 // EnqueueAsync itself returns an error, and never calls done, when the
 // call is invalid or the store is closed or failed; it blocks while the
 // store's bounded request queue is full.
@@ -76,13 +77,14 @@ func (s *Store) EnqueueAsync(sessions []string, m *Message, done func(seqs []uin
 	if err != nil {
 		return err
 	}
-	o := &enqueueOp{s: s, sessions: sessions, val: val, done: done}
+	o := &enqueueOp{s: s, sessions: sessions, msg: m, val: val, done: done}
 	return s.submit(o)
 }
 
 type enqueueOp struct {
 	s        *Store
 	sessions []string
+	msg      *Message // for Options.OnAppended
 	val      []byte
 	done     func([]uint64, error)
 
@@ -141,6 +143,16 @@ func (o *enqueueOp) apply(b *batch) error {
 		o.stored++
 	}
 	return nil
+}
+
+// appended reports each queue the message was stored in, once per queue.
+func (o *enqueueOp) appended(fn func(session string, seq uint64, m *Message)) {
+	for i, id := range o.sessions {
+		if o.seqs[i] == 0 || slices.Index(o.sessions[:i], id) >= 0 {
+			continue // refused, or the same session named twice
+		}
+		fn(id, o.seqs[i], o.msg)
+	}
 }
 
 func overLimit(lim QueueLimits, c counters, size int64) bool {

@@ -564,3 +564,43 @@ func TestVisibleBeforeSync(t *testing.T) {
 	}
 	s.faults.sync.Store(nil)
 }
+
+// TestOnAppended: each stored message is reported once per queue with its
+// sequence number, before OnVisible, and not for a queue that refused it.
+func TestOnAppended(t *testing.T) {
+	type appended struct {
+		id      string
+		seq     uint64
+		payload string
+	}
+	var mu sync.Mutex
+	var got []appended
+	var order []string
+	s := openStore(t, Options{
+		Queue: QueueLimits{MaxMessages: 1, Policy: PolicyRefuseNew},
+		OnAppended: func(id string, seq uint64, m *Message) {
+			mu.Lock()
+			got = append(got, appended{id, seq, string(m.Payload)})
+			order = append(order, "appended")
+			mu.Unlock()
+		},
+		OnVisible: func([]string) {
+			mu.Lock()
+			order = append(order, "visible")
+			mu.Unlock()
+		},
+	})
+	mustEnqueue(t, s, msg("t", "one"), "a", "b", "a")
+	if _, err := s.Enqueue(bg, []string{"a", "c"}, msg("t", "two")); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("enqueue to a full queue: %v, want ErrQueueFull", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []appended{{"a", 1, "one"}, {"b", 1, "one"}, {"c", 1, "two"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("OnAppended calls %v, want %v", got, want)
+	}
+	if want := []string{"appended", "appended", "visible", "appended", "visible"}; !slices.Equal(order, want) {
+		t.Fatalf("callbacks in order %v, want %v", order, want)
+	}
+}

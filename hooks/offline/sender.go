@@ -2,6 +2,7 @@ package offline
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ type sender struct {
 	inflight  map[uint16]inflight // by packet ID: sent and not acknowledged
 	lastSeq   uint64              // highest seq sent on this connection
 	qos0      []packets.Packet    // live QoS 0 messages, not queued on disk
+	fresh     []storage.Entry     // entries just appended (offer), in order
 	room      chan struct{}       // signalled when the QoS 0 backlog was taken
 	congested bool                // a publisher timed out waiting for room
 
@@ -83,6 +85,7 @@ func (sd *sender) stop() {
 	}
 	sd.inflight = map[uint16]inflight{}
 	sd.qos0 = nil
+	sd.fresh = nil
 	sd.mu.Unlock()
 	for _, id := range ids {
 		sd.cl.State.Inflight.Delete(id)
@@ -224,12 +227,16 @@ func (sd *sender) fillOnce() bool {
 	if room <= 0 || !sd.s.queued.Load() {
 		return false // no window, or nothing was ever queued (QoS 0 only)
 	}
-	entries, err := sd.h.store.Read(sd.s.id, after, min(room, readBatch))
-	if err != nil {
-		if !errors.Is(err, storage.ErrClosed) {
-			sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Msg("queue read failed")
+	entries := sd.takeFresh(after, min(room, readBatch))
+	if entries == nil {
+		var err error
+		entries, err = sd.h.store.Read(sd.s.id, after, min(room, readBatch))
+		if err != nil {
+			if !errors.Is(err, storage.ErrClosed) {
+				sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Msg("queue read failed")
+			}
+			return false
 		}
-		return false
 	}
 	if len(entries) == 0 {
 		return false
@@ -399,6 +406,65 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		return true, sentMark{}
 	}
 	return err == nil, mark
+}
+
+// Appended offers a message just appended to a session's queue to its
+// sender, if the session is online (storage.Options.OnAppended); Visible
+// follows and wakes it.
+func (h *Hook) Appended(session string, seq uint64, m *storage.Message) {
+	if s := h.sessionOf(session); s != nil {
+		if sd := s.online(); sd != nil {
+			sd.offer(seq, m)
+		}
+	}
+}
+
+// maxFresh bounds the entries a sender keeps from Appended; beyond it, it
+// reads them back from the store.
+const maxFresh = 256
+
+// offer keeps a just-appended entry so that fill need not read it back.
+func (sd *sender) offer(seq uint64, m *storage.Message) {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if sd.closed || seq <= sd.lastSeq || len(sd.fresh) >= maxFresh {
+		return
+	}
+	if n := len(sd.fresh); n > 0 && sd.fresh[n-1].Seq+1 != seq {
+		sd.fresh = sd.fresh[:0] // not contiguous: start again from here
+	}
+	sd.fresh = append(sd.fresh, storage.Entry{Seq: seq, Message: *m})
+}
+
+// takeFresh returns up to max offered entries that continue right after
+// seq after, or nil when the next entry must be read from the store: it
+// was not offered (the sender fell behind, or the entry is a re-send), or
+// it has expired (Read drops it).
+func (sd *sender) takeFresh(after uint64, max int) []storage.Entry {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	i := 0
+	for i < len(sd.fresh) && sd.fresh[i].Seq <= after {
+		i++ // already sent from a read
+	}
+	sd.fresh = sd.fresh[i:]
+	if len(sd.fresh) == 0 || sd.fresh[0].Seq != after+1 {
+		return nil
+	}
+	now := time.Now().Unix()
+	n := 0
+	for n < len(sd.fresh) && n < max && !sd.fresh[n].Message.Expired(now) {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	out := slices.Clone(sd.fresh[:n])
+	sd.fresh = sd.fresh[n:]
+	if len(sd.fresh) == 0 {
+		sd.fresh = nil
+	}
+	return out
 }
 
 // Visible wakes the senders of online sessions whose queues just changed;
