@@ -20,9 +20,9 @@ const maxPipelined = 1024
 // commit, so that the connection's reader is not blocked for an fsync per
 // message: many of its publishes share one group commit. When a write is
 // durable the pipeline does what mochi would have done, in the order the
-// publishes arrived: it hands the message to mochi for the other
-// subscribers and retained storage (through an inline relay client), wakes
-// the persistent sessions' senders, and sends PUBACK.
+// publishes arrived: it hands the message to mochi for mochi's own
+// subscribers and retained storage, when there are any (through an inline
+// relay client), wakes the sessions' senders, and sends PUBACK.
 type pipeline struct {
 	h     *Hook
 	cl    *mqtt.Client

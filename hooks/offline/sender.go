@@ -192,7 +192,8 @@ func holdWrites(cl *mqtt.Client) (release func()) {
 }
 
 // fill sends live QoS 0 messages, then queue entries while the window has
-// room, reading the queue from disk in order.
+// room, in order: those the store just handed over (offer), else read
+// back from the store.
 func (sd *sender) fill() {
 	for sd.fillOnce() {
 	}
