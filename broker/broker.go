@@ -120,6 +120,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 				h.Appended(session, seq, m)
 			}
 		},
+		MemoryQueueMaxBytes: int64(cfg.CleanQueueMaxBytes),
 		Queue: storage.QueueLimits{
 			MaxMessages: cfg.QueueMaxMessages,
 			MaxBytes:    int64(cfg.QueueMaxBytes),

@@ -80,12 +80,13 @@ type Config struct {
 	ReceiptWindow   time.Duration // read receipts are accepted for a message this long after it was sent
 	MaxGroupMembers int           // members one group may have
 
-	Durability       string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
-	SyncInterval     time.Duration // fsync period under interval durability (the loss window)
-	QueueMaxMessages int           // messages one offline queue may hold
-	QueueMaxBytes    ByteSize      // bytes one offline queue may hold
-	QueueMaxAge      time.Duration // queued messages older than this are dropped (0: no limit)
-	QueuePolicy      string        // refuse-new or drop-oldest, when a queue is full
+	Durability         string        // sync: fsync before acknowledging; interval: fsync every SyncInterval
+	SyncInterval       time.Duration // fsync period under interval durability (the loss window)
+	QueueMaxMessages   int           // messages one offline queue may hold
+	QueueMaxBytes      ByteSize      // bytes one offline queue may hold
+	CleanQueueMaxBytes ByteSize      // bytes one clean session's queue (in memory) may hold
+	QueueMaxAge        time.Duration // queued messages older than this are dropped (0: no limit)
+	QueuePolicy        string        // refuse-new or drop-oldest, when a queue is full
 }
 
 // Envelope, durability and queue policy values.
@@ -101,38 +102,39 @@ const (
 // Default returns the configuration used when nothing else is given.
 func Default() Config {
 	return Config{
-		DataDir:          "./data",
-		MQTTAddr:         ":1883",
-		WSAddr:           ":8083",
-		WSPath:           "/mqtt",
-		TLSAddr:          ":8883",
-		HTTPAddr:         ":8080",
-		TLSClientAuth:    ClientAuthNone,
-		LogLevel:         "info",
-		LogFormat:        LogFormatConsole,
-		ConnectTimeout:   10 * time.Second,
-		MaxPacketSize:    1 * MiB,
-		MaxClients:       100_000,
-		MaxSessionExpiry: 7 * 24 * time.Hour,
-		MaxMessageExpiry: 7 * 24 * time.Hour,
-		ReceiveMaximum:   1024,
-		MaxInflight:      8192,
-		MaxPendingWrites: 256,
-		ReadBufferSize:   1 * KiB,
-		WriteBufferSize:  2 * KiB,
-		TopicAliasMax:    1024,
-		ShutdownTimeout:  10 * time.Second,
-		Envelope:         EnvelopeMessaging,
-		DedupeWindow:     5 * time.Minute,
-		ReceiptWindow:    30 * 24 * time.Hour,
-		MaxGroupMembers:  1024,
-		MaxTopicLength:   4096,
-		MaxTopicLevels:   32,
-		Durability:       DurabilitySync,
-		SyncInterval:     100 * time.Millisecond,
-		QueueMaxMessages: 100_000,
-		QueueMaxBytes:    256 * MiB,
-		QueuePolicy:      QueueRefuseNew,
+		DataDir:            "./data",
+		MQTTAddr:           ":1883",
+		WSAddr:             ":8083",
+		WSPath:             "/mqtt",
+		TLSAddr:            ":8883",
+		HTTPAddr:           ":8080",
+		TLSClientAuth:      ClientAuthNone,
+		LogLevel:           "info",
+		LogFormat:          LogFormatConsole,
+		ConnectTimeout:     10 * time.Second,
+		MaxPacketSize:      1 * MiB,
+		MaxClients:         100_000,
+		MaxSessionExpiry:   7 * 24 * time.Hour,
+		MaxMessageExpiry:   7 * 24 * time.Hour,
+		ReceiveMaximum:     1024,
+		MaxInflight:        8192,
+		MaxPendingWrites:   256,
+		ReadBufferSize:     1 * KiB,
+		WriteBufferSize:    2 * KiB,
+		TopicAliasMax:      1024,
+		ShutdownTimeout:    10 * time.Second,
+		Envelope:           EnvelopeMessaging,
+		DedupeWindow:       5 * time.Minute,
+		ReceiptWindow:      30 * 24 * time.Hour,
+		MaxGroupMembers:    1024,
+		MaxTopicLength:     4096,
+		MaxTopicLevels:     32,
+		Durability:         DurabilitySync,
+		SyncInterval:       100 * time.Millisecond,
+		QueueMaxMessages:   100_000,
+		QueueMaxBytes:      256 * MiB,
+		CleanQueueMaxBytes: 16 * MiB,
+		QueuePolicy:        QueueRefuseNew,
 	}
 }
 
@@ -268,6 +270,9 @@ func (c Config) Validate() error {
 	}
 	if c.QueuePolicy != QueueRefuseNew && c.QueuePolicy != QueueDropOldest {
 		bad("queue-policy: %q is not refuse-new or drop-oldest", c.QueuePolicy)
+	}
+	if c.CleanQueueMaxBytes <= 0 {
+		bad("clean-queue-max-bytes: must be positive")
 	}
 	if c.QueueMaxMessages <= 0 || c.QueueMaxBytes <= 0 || c.QueueMaxAge < 0 {
 		bad("queue-max-messages, queue-max-bytes: must be greater than zero; queue-max-age: not negative")

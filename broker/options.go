@@ -70,6 +70,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period with interval durability")
 	fs.IntVar(&c.QueueMaxMessages, "queue-max-messages", c.QueueMaxMessages, "messages one persistent session's queue may hold")
 	fs.Var(&c.QueueMaxBytes, "queue-max-bytes", "bytes one persistent session's queue may hold")
+	fs.Var(&c.CleanQueueMaxBytes, "clean-queue-max-bytes", "bytes one clean session's queue may hold (kept in memory; queue-policy applies)")
 	fs.DurationVar(&c.QueueMaxAge, "queue-max-age", c.QueueMaxAge, "drop queued messages older than this (0: keep until they expire)")
 	fs.StringVar(&c.QueuePolicy, "queue-policy", c.QueuePolicy, "when a queue is full: refuse-new (the publisher gets 0x97 quota exceeded) or drop-oldest")
 }

@@ -36,8 +36,9 @@ type undo struct {
 }
 
 type staged struct {
-	o    op
-	undo []undo
+	o       op
+	undo    []undo
+	memUndo []memUndo
 }
 
 // batch is the state of one group commit. A batch is split into several
@@ -48,10 +49,11 @@ type batch struct {
 	txn *badger.Txn
 	now time.Time
 
-	cur      []kv
-	curUndo  []undo
-	curSize  int64
-	curCount int64
+	cur        []kv
+	curUndo    []undo
+	curMemUndo []memUndo // memory queue changes of the current op (memqueue.go)
+	curSize    int64
+	curCount   int64
 
 	chunk      []staged
 	chunkSize  int64
@@ -179,7 +181,7 @@ func (s *Store) publish(b *batch) {
 // first when o would not fit in it.
 func (b *batch) stage(o op) {
 	for {
-		b.cur, b.curUndo, b.curSize, b.curCount = b.cur[:0], nil, 0, 0
+		b.cur, b.curUndo, b.curMemUndo, b.curSize, b.curCount = b.cur[:0], nil, nil, 0, 0
 		if err := o.apply(b); err != nil {
 			b.undoCur()
 			o.finish(err)
@@ -202,7 +204,7 @@ func (b *batch) stage(o op) {
 	if v, ok := o.(volatileOp); !ok || !v.volatile() {
 		b.durable = true
 	}
-	b.chunk = append(b.chunk, staged{o: o, undo: b.curUndo})
+	b.chunk = append(b.chunk, staged{o: o, undo: b.curUndo, memUndo: b.curMemUndo})
 	b.chunkSize += b.curSize
 	b.chunkCount += b.curCount
 	for _, e := range b.cur {
@@ -231,6 +233,10 @@ func (b *batch) undoCur() {
 		b.curUndo[i].st.work = b.curUndo[i].prev
 	}
 	b.curUndo = nil
+	for i := len(b.curMemUndo) - 1; i >= 0; i-- {
+		b.curMemUndo[i].restore()
+	}
+	b.curMemUndo = nil
 }
 
 // commitChunk writes the counters of the sessions the chunk touched and
@@ -240,6 +246,9 @@ func (b *batch) commitChunk() {
 		return
 	}
 	for st := range b.dirty {
+		if st.mem != nil {
+			continue // a memory queue keeps its counters in memory too
+		}
 		var err error
 		if st.work.forget {
 			err = b.txn.Delete(countersKey(st.id))
@@ -277,6 +286,9 @@ func (b *batch) abortChunk(cause error) {
 		for j := len(b.chunk[i].undo) - 1; j >= 0; j-- {
 			u := b.chunk[i].undo[j]
 			u.st.work = u.prev
+		}
+		for j := len(b.chunk[i].memUndo) - 1; j >= 0; j-- {
+			b.chunk[i].memUndo[j].restore()
 		}
 	}
 	for _, st := range b.chunk {

@@ -28,6 +28,7 @@ type qstate struct {
 	id   string
 	work counters
 	pub  counters
+	mem  *memQueue // the entries of a volatile queue (memqueue.go); nil: on disk
 }
 
 const countersVersion = 1
@@ -68,6 +69,13 @@ func (s *Store) state(id string) (*qstate, error) {
 		return st, nil
 	}
 	c := counters{next: 1, head: 1}
+	if _, ok := s.volatile[id]; ok {
+		// A volatile queue starts empty and stays in memory, counters
+		// included (memqueue.go).
+		st := &qstate{id: id, work: c, pub: c, mem: newMemQueue()}
+		s.queues[id] = st
+		return st, nil
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(countersKey(id))
 		if errors.Is(err, badger.ErrKeyNotFound) {

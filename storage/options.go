@@ -100,6 +100,10 @@ type Options struct {
 	// Queue limits every session's offline queue (default 100,000
 	// messages, 256 MiB, no age limit, PolicyRefuseNew).
 	Queue QueueLimits
+	// MemoryQueueMaxBytes further bounds a volatile queue, whose entries
+	// are held in memory (memqueue.go); Queue.Policy applies when it is
+	// reached. 0: Queue.MaxBytes alone.
+	MemoryQueueMaxBytes int64
 
 	// VisibleBeforeSync makes new queue entries readable as soon as their
 	// batch is committed to Badger, before its fsync under DurabilitySync;

@@ -99,6 +99,10 @@ func (o *enqueueOp) apply(b *batch) error {
 	o.seqs = make([]uint64, len(o.sessions))
 	o.refused, o.stored, o.dropped, o.aged = o.refused[:0], 0, 0, 0
 	lim := o.s.opts.Queue
+	memLim := lim
+	if m := o.s.opts.MemoryQueueMaxBytes; m > 0 && (lim.MaxBytes == 0 || m < lim.MaxBytes) {
+		memLim.MaxBytes = m
+	}
 	size := int64(len(o.val))
 	for i, id := range o.sessions {
 		if j := slices.Index(o.sessions[:i], id); j >= 0 {
@@ -115,6 +119,10 @@ func (o *enqueueOp) apply(b *batch) error {
 				return err
 			}
 			o.aged += n
+		}
+		lim := lim
+		if st.mem != nil {
+			lim = memLim
 		}
 		for overLimit(lim, st.work, size) {
 			if lim.Policy == PolicyRefuseNew || st.work.count == 0 {
@@ -138,7 +146,7 @@ func (o *enqueueOp) apply(b *batch) error {
 		st.work.count++
 		st.work.bytes += size
 		st.work.forget = false
-		b.set(queueKey(id, seq), o.val)
+		b.putEntry(st, seq, o.val)
 		o.seqs[i] = seq
 		o.stored++
 	}
@@ -186,43 +194,44 @@ func (o *enqueueOp) finish(err error) {
 // headItem finds the oldest entry of a queue as of the staged writes.
 // Point lookups from the head bound cover the usual in-order case; after
 // a few misses (holes left by out-of-order acks) it falls back to one
-// iterator seek.
-func (b *batch) headItem(st *qstate) (*badger.Item, uint64, error) {
+// iterator seek (a scan for a memory queue).
+func (b *batch) headItem(st *qstate) (entryRef, uint64, bool, error) {
 	for seq := st.work.head; seq < st.work.next && seq < st.work.head+4; seq++ {
-		item, err := b.get(queueKey(st.id, seq))
-		if err == nil {
-			return item, seq, nil
+		e, ok, err := b.entry(st, seq)
+		if err != nil || ok {
+			return e, seq, ok, err
 		}
-		if !errors.Is(err, badger.ErrKeyNotFound) {
-			return nil, 0, err
-		}
+	}
+	if st.mem != nil {
+		seq, v, ok := st.mem.first(st.work.head, st.work.next)
+		return entryRef{val: v}, seq, ok, nil
 	}
 	it := b.txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famQueue, st.id, 0)})
 	defer it.Close()
 	it.Seek(queueKey(st.id, st.work.head))
 	if it.Valid() {
 		if seq := seqFromKey(it.Item().Key()); seq < st.work.next {
-			return it.Item(), seq, nil
+			return entryRef{item: it.Item()}, seq, true, nil
 		}
 	}
-	return nil, 0, nil
+	return entryRef{}, 0, false, nil
 }
 
 // dropHead removes the oldest entry; found is false when the queue is
 // empty (the counters are then reset, healing any drift).
 func (b *batch) dropHead(st *qstate) (bool, error) {
-	item, seq, err := b.headItem(st)
+	e, seq, found, err := b.headItem(st)
 	if err != nil {
 		return false, err
 	}
-	if item == nil {
+	if !found {
 		if st.work.count != 0 {
 			b.s.log.Warn().Str("client_id", st.id).Uint64("count", st.work.count).Msg("queue counters drifted: reset")
 		}
 		st.work.count, st.work.bytes, st.work.head = 0, 0, st.work.next
 		return false, nil
 	}
-	return true, b.removeEntry(st, seq, item.ValueSize())
+	return true, b.removeEntry(st, seq, e.size())
 }
 
 // dropAged removes head entries older than MaxAge (at most 64 per call, to
@@ -231,12 +240,12 @@ func (b *batch) dropAged(st *qstate) (int, error) {
 	cut := b.now.Add(-b.s.opts.Queue.MaxAge).UnixNano()
 	n := 0
 	for ; n < 64 && st.work.count > 0; n++ {
-		item, seq, err := b.headItem(st)
-		if err != nil || item == nil {
+		e, seq, found, err := b.headItem(st)
+		if err != nil || !found {
 			return n, err
 		}
 		var created int64
-		if err := item.Value(func(v []byte) error {
+		if err := e.value(func(v []byte) error {
 			var err error
 			created, _, err = peekTimes(v)
 			return err
@@ -246,7 +255,7 @@ func (b *batch) dropAged(st *qstate) (int, error) {
 		if created > cut {
 			return n, nil
 		}
-		if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+		if err := b.removeEntry(st, seq, e.size()); err != nil {
 			return n, err
 		}
 	}
@@ -256,10 +265,15 @@ func (b *batch) dropAged(st *qstate) (int, error) {
 // removeEntry deletes queue entry seq, its inflight marker and its packet
 // ID mapping, and updates the counters.
 func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
-	b.del(queueKey(st.id, seq))
 	var item *badger.Item
 	err := badger.ErrKeyNotFound
-	if !b.s.isVolatile(st.id) { // volatile queues have no inflight markers
+	switch {
+	case st.mem != nil:
+		b.setMem(st.mem, seq, nil) // no inflight markers in memory
+	case b.s.isVolatile(st.id): // volatile queues have no inflight markers
+		b.del(queueKey(st.id, seq))
+	default:
+		b.del(queueKey(st.id, seq))
 		item, err = b.get(inflightKey(st.id, seq))
 	}
 	switch {
@@ -360,59 +374,63 @@ func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) 
 	}
 	var out []Entry
 	var drop dropOp
-	marksFree := s.isVolatile(session)
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{
-			Prefix: sidPrefix(famQueue, session, 0), PrefetchValues: true, PrefetchSize: min(max, 64),
-		})
-		defer it.Close()
-		// A volatile queue has no inflight markers (its session cannot
-		// resume): one iterator less per read on the live path.
-		var inf *badger.Iterator
-		if !marksFree {
-			inf = txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
-			defer inf.Close()
-			inf.Seek(inflightKey(session, start))
-		}
-		for it.Seek(queueKey(session, start)); it.Valid() && len(out) < max; it.Next() {
-			item := it.Item()
-			seq := seqFromKey(item.Key())
-			if seq > last {
-				break
+	if mq := s.memQueueOf(session); mq != nil {
+		out, drop = s.readMem(mq, session, start, last, max, nowUnix, ageCut)
+	} else {
+		marksFree := s.isVolatile(session)
+		err = s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{
+				Prefix: sidPrefix(famQueue, session, 0), PrefetchValues: true, PrefetchSize: min(max, 64),
+			})
+			defer it.Close()
+			// A volatile queue has no inflight markers (its session cannot
+			// resume): one iterator less per read on the live path.
+			var inf *badger.Iterator
+			if !marksFree {
+				inf = txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
+				defer inf.Close()
+				inf.Seek(inflightKey(session, start))
 			}
-			var e Entry
-			e.Seq = seq
-			if err := item.Value(e.Message.UnmarshalBinary); err != nil {
-				if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedVersion) {
-					s.log.Error().Err(err).Str("client_id", session).Uint64("seq", seq).Msg("corrupt queue entry deleted")
-					drop.corrupt = append(drop.corrupt, seq)
+			for it.Seek(queueKey(session, start)); it.Valid() && len(out) < max; it.Next() {
+				item := it.Item()
+				seq := seqFromKey(item.Key())
+				if seq > last {
+					break
+				}
+				var e Entry
+				e.Seq = seq
+				if err := item.Value(e.Message.UnmarshalBinary); err != nil {
+					if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedVersion) {
+						s.log.Error().Err(err).Str("client_id", session).Uint64("seq", seq).Msg("corrupt queue entry deleted")
+						drop.corrupt = append(drop.corrupt, seq)
+						continue
+					}
+					return err
+				}
+				if e.Message.Expired(nowUnix) {
+					drop.expired = append(drop.expired, seq)
 					continue
 				}
-				return err
-			}
-			if e.Message.Expired(nowUnix) {
-				drop.expired = append(drop.expired, seq)
-				continue
-			}
-			if ageCut != 0 && e.Message.Created <= ageCut {
-				drop.aged = append(drop.aged, seq)
-				continue
-			}
-			for ; inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) < seq; inf.Next() {
-			}
-			if inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) == seq {
-				if err := inf.Item().Value(func(v []byte) error {
-					var err error
-					e.PacketID, err = decodeInflight(v)
-					return err
-				}); err != nil {
-					return err
+				if ageCut != 0 && e.Message.Created <= ageCut {
+					drop.aged = append(drop.aged, seq)
+					continue
 				}
+				for ; inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) < seq; inf.Next() {
+				}
+				if inf != nil && inf.Valid() && seqFromKey(inf.Item().Key()) == seq {
+					if err := inf.Item().Value(func(v []byte) error {
+						var err error
+						e.PacketID, err = decodeInflight(v)
+						return err
+					}); err != nil {
+						return err
+					}
+				}
+				out = append(out, e)
 			}
-			out = append(out, e)
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: read queue of %q: %w", session, err)
 	}
@@ -422,6 +440,43 @@ func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) 
 		_ = s.submit(&drop)
 	}
 	return out, nil
+}
+
+// memQueueOf returns the memory queue of a session, or nil for a queue on
+// disk.
+func (s *Store) memQueueOf(session string) *memQueue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.queues[session]; ok {
+		return st.mem
+	}
+	return nil
+}
+
+// readMem is Read for a memory queue: the same entries a queue on disk
+// would give, the same expired, aged and corrupt ones left out and dropped.
+func (s *Store) readMem(mq *memQueue, session string, start, last uint64, max int, nowUnix, ageCut int64) ([]Entry, dropOp) {
+	var out []Entry
+	var drop dropOp
+	seqs, vals := mq.read(start, last, max)
+	for i, v := range vals {
+		e := Entry{Seq: seqs[i]}
+		if err := e.Message.UnmarshalBinary(v); err != nil {
+			s.log.Error().Err(err).Str("client_id", session).Uint64("seq", e.Seq).Msg("corrupt queue entry deleted")
+			drop.corrupt = append(drop.corrupt, e.Seq)
+			continue
+		}
+		if e.Message.Expired(nowUnix) {
+			drop.expired = append(drop.expired, e.Seq)
+			continue
+		}
+		if ageCut != 0 && e.Message.Created <= ageCut {
+			drop.aged = append(drop.aged, e.Seq)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, drop
 }
 
 func maxU64(a, b uint64) uint64 {
@@ -449,19 +504,19 @@ func (o *dropOp) apply(b *batch) error {
 	}
 	rm := func(seqs []uint64, check func(created, expires int64) bool, n *int) error {
 		for _, seq := range seqs {
-			item, err := b.get(queueKey(o.id, seq))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
+			e, ok, err := b.entry(st, seq)
 			if err != nil {
 				return err
 			}
+			if !ok {
+				continue
+			}
 			var created, expires int64
-			perr := item.Value(func(v []byte) error { created, expires, err = peekTimes(v); return err })
+			perr := e.value(func(v []byte) error { created, expires, err = peekTimes(v); return err })
 			if check != nil && (perr != nil || !check(created, expires)) {
 				continue
 			}
-			if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+			if err := b.removeEntry(st, seq, e.size()); err != nil {
 				return err
 			}
 			if n != nil {
@@ -543,14 +598,14 @@ func (o *ackOp) apply(b *batch) error {
 		if seq < st.work.head || seq >= st.work.next {
 			continue
 		}
-		item, err := b.get(queueKey(o.id, seq))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			continue
-		}
+		e, ok, err := b.entry(st, seq)
 		if err != nil {
 			return err
 		}
-		if err := b.removeEntry(st, seq, item.ValueSize()); err != nil {
+		if !ok {
+			continue
+		}
+		if err := b.removeEntry(st, seq, e.size()); err != nil {
 			return err
 		}
 		o.acked++

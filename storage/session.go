@@ -249,6 +249,9 @@ func (o *truncateOp) apply(b *batch) error {
 		return err
 	}
 	b.del(sessionKey(o.id))
+	if st.mem != nil {
+		b.clearMem(st.mem)
+	}
 	o.below = st.work.next
 	st.work.head, st.work.count, st.work.bytes = st.work.next, 0, 0
 	return nil

@@ -3,12 +3,13 @@ package storage
 // A volatile queue belongs to a session that ends with its connection (an
 // MQTT clean session, or session expiry 0). The process dying ends that
 // session as surely as a disconnect, so nothing written to its queue has
-// to survive a crash: batches made only of writes to volatile queues are
-// committed without an fsync, and their publishers are acknowledged
-// without waiting for the disk. Messages that also go to a persistent
-// session are fsynced as before. Brokers commonly keep clean sessions in
-// memory for the same reason; keeping them in the store still bounds
-// their memory and keeps one delivery path.
+// to survive a crash: its entries and counters are kept in memory
+// (memqueue.go) when the queue is marked before its first use, batches
+// made only of writes to volatile queues are not fsynced, and their
+// publishers are acknowledged without waiting for the disk. Messages that
+// also go to a persistent session are fsynced as before. Brokers keep
+// clean sessions in memory for the same reason; the queue limits bound
+// that memory, and the delivery path stays the same.
 
 // SetVolatile marks the queue of session volatile (or not any more). The
 // offline hook calls it when a new session starts; a volatile session's
