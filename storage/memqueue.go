@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -127,7 +128,7 @@ func (b *batch) entry(st *qstate, seq uint64) (entryRef, bool, error) {
 		return entryRef{val: v}, ok, nil
 	}
 	item, err := b.get(queueKey(st.id, seq))
-	if err == badger.ErrKeyNotFound {
+	if errors.Is(err, badger.ErrKeyNotFound) {
 		return entryRef{}, false, nil
 	}
 	if err != nil {
@@ -145,7 +146,7 @@ func (b *batch) putEntry(st *qstate, seq uint64, val []byte) {
 	b.set(queueKey(st.id, seq), val)
 }
 
-// readMem returns up to max encoded entries of a memory queue with seq in
+// read returns up to max encoded entries of a memory queue with seq in
 // [start, last], in order.
 func (q *memQueue) read(start, last uint64, max int) (seqs []uint64, vals [][]byte) {
 	q.mu.Lock()
