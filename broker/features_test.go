@@ -34,6 +34,35 @@ func TestSubscriptionIdentifierDelivered(t *testing.T) {
 	}
 }
 
+// '#' matches its parent level too [MQTT-4.7.1-2], also after '+': "+/#"
+// gets a message on "a", as from mosquitto (mochi's own index does not
+// match it).
+func TestMultiLevelWildcardMatchesParent(t *testing.T) {
+	b := testutil.StartHub(t)
+	sub := connect(t, b, "sub")
+	sub.Subscribe(t, "+/#", 1)
+	sub.Subscribe(t, "sport/#", 1)
+	pub := connect(t, b, "pub")
+	for _, topic := range []string{"a", "sport"} {
+		for _, qos := range []byte{0, 1} {
+			pub.Publish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(topic)})
+			m := sub.Next(t, 5*time.Second)
+			if m.Topic != topic || string(m.Payload) != topic {
+				t.Fatalf("QoS %d on %q: got %q %q", qos, topic, m.Topic, m.Payload)
+			}
+		}
+	}
+	pub.Publish(t, &paho.Publish{Topic: "sport/last", QoS: 1, Payload: []byte("last")})
+	pub.Publish(t, &paho.Publish{Topic: "end", QoS: 1, Payload: []byte("end")})
+	// In order from one publisher: one copy of sport/last although it
+	// matches both filters, then end.
+	for _, want := range []string{"sport/last", "end"} {
+		if m := sub.Next(t, 5*time.Second); m.Topic != want {
+			t.Fatalf("got %q, want %q", m.Topic, want)
+		}
+	}
+}
+
 func TestInboundTopicAlias(t *testing.T) {
 	b := testutil.StartHub(t)
 	sub := connect(t, b, "sub")

@@ -20,17 +20,6 @@ func fromPacketSubscription(sub packets.Subscription) storage.Subscription {
 	}
 }
 
-func toPacketSubscription(sub storage.Subscription) packets.Subscription {
-	return packets.Subscription{
-		Filter:            sub.Filter,
-		Qos:               sub.QoS,
-		NoLocal:           sub.NoLocal,
-		RetainAsPublished: sub.RetainAsPublished,
-		RetainHandling:    sub.RetainHandling,
-		Identifier:        int(sub.Identifier),
-	}
-}
-
 // toMessage captures what is needed to redeliver a PUBLISH later. pk.Expiry
 // is the absolute deadline mochi computed from the message expiry interval
 // and the server's maximum.

@@ -90,9 +90,9 @@ type Hook struct {
 	maxInflight  int
 	writeTimeout time.Duration
 	rules        Rules
-	hub          *mqtt.Client      // the publisher of RouteAsync's messages
-	acks         acker             // entries to remove once their receipts are durable
-	index        *mqtt.TopicsIndex // subscriptions of persistent sessions
+	hub          *mqtt.Client // the publisher of RouteAsync's messages
+	acks         acker        // entries to remove once their receipts are durable
+	index        index        // subscriptions of our sessions
 
 	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
 
@@ -122,7 +122,6 @@ func New(opts Options) *Hook {
 		writeTimeout: opts.WriteTimeout,
 		rules:        opts.Rules,
 		hub:          opts.Server.NewClient(nil, hubListener, "", true),
-		index:        mqtt.NewTopicsIndex(),
 		sessions:     map[string]*session{},
 	}
 	h.acks.h = h
@@ -177,7 +176,7 @@ func (h *Hook) Restore(ctx context.Context) error {
 		h.sessions[rec.ClientID] = s
 		h.mu.Unlock()
 		for _, sub := range rec.Subscriptions {
-			h.index.Subscribe(rec.ClientID, toPacketSubscription(sub))
+			h.index.subscribe(rec.ClientID, sub.Filter)
 		}
 		h.server.Clients.Add(offlineClient(h.server, rec))
 		h.stats.Restored.Add(1)

@@ -113,8 +113,8 @@ func (h *Hook) routes(cl *mqtt.Client, pk packets.Packet) (routes []route, onlin
 // queue writes (sessions split by the retain flag they see, in chunks) and
 // the senders to wake once the message is stored.
 func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes []write, online []*sender) {
-	subs := h.index.Subscribers(pk.TopicName)
-	if len(subs.Subscriptions) == 0 {
+	subscribers := h.index.subscribers(pk.TopicName)
+	if len(subscribers) == 0 {
 		return nil, nil
 	}
 	qos := pk.FixedHeader.Qos
@@ -127,7 +127,7 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes 
 	}
 	var plain, retained []string
 	var live *packets.Packet // the QoS 0 packet sent to online sessions
-	for id := range subs.Subscriptions {
+	for _, id := range subscribers {
 		s := h.sessionOf(id)
 		if s == nil || id == exclude {
 			continue

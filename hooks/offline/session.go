@@ -294,7 +294,7 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			continue
 		}
 		h.server.Topics.Unsubscribe(sub.Filter, cl.ID)
-		h.index.Subscribe(cl.ID, sub)
+		h.index.subscribe(cl.ID, sub.Filter)
 		stored := fromPacketSubscription(sub)
 		s.mu.Lock()
 		i := slices.IndexFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
@@ -322,7 +322,7 @@ func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	for _, sub := range pk.Filters {
-		h.index.Unsubscribe(sub.Filter, cl.ID)
+		h.index.unsubscribe(cl.ID, sub.Filter)
 		s.mu.Lock()
 		s.rec.Subscriptions = slices.DeleteFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
 		s.mu.Unlock()
@@ -357,7 +357,7 @@ func (h *Hook) dropSession(s *session, why string) {
 	}
 	h.mu.Unlock()
 	for _, sub := range s.record().Subscriptions {
-		h.index.Unsubscribe(sub.Filter, s.id)
+		h.index.unsubscribe(s.id, sub.Filter)
 	}
 	h.store.SetVolatile(s.id, false)
 	s.mu.Lock()
