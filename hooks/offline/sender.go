@@ -312,7 +312,7 @@ func (sd *sender) sendEntries(entries []storage.Entry) (more bool, marks []sentM
 func (sd *sender) writeLive(live []packets.Packet) bool {
 	defer holdWrites(sd.cl)()
 	for _, pk := range live {
-		if err := sd.cl.WritePacket(pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
+		if err := sd.h.writePublish(sd.cl, pk); err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
 			return false
 		}
 	}
@@ -341,7 +341,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		}
 		sd.lastSeq = e.Seq
 		sd.mu.Unlock()
-		err := sd.cl.WritePacket(pk)
+		err := sd.h.writePublish(sd.cl, pk)
 		if err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
 			return false, mark
 		}
@@ -394,7 +394,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		sd.h.stats.Resent.Add(1)
 	}
 
-	err := sd.cl.WritePacket(pk)
+	err := sd.h.writePublish(sd.cl, pk)
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		// The client said it cannot take a packet this big [MQTT-3.1.2-25].
 		sd.h.stats.TooLarge.Add(1)
