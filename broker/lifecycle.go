@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -20,7 +19,11 @@ type lifecycleHook struct {
 func (h *lifecycleHook) ID() string { return "lifecycle" }
 
 func (h *lifecycleHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 // OnConnect runs once CONNECT is decoded, before authentication.

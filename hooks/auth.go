@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -97,7 +96,11 @@ func (h *Auth) ID() string { return "auth" }
 
 // Provides implements mqtt.Hook.
 func (h *Auth) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 // refusal is a failed CONNECT: the reason code and what the log says.

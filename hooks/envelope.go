@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"slices"
 	"strconv"
 	"sync"
@@ -83,7 +82,11 @@ func (h *Envelope) ID() string { return "envelope" }
 
 // Provides implements mqtt.Hook.
 func (h *Envelope) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnPacketEncode}, []byte{b})
+	switch b {
+	case mqtt.OnPublish, mqtt.OnPacketEncode:
+		return true
+	}
+	return false
 }
 
 // OnPacketEncode keeps the envelope on PUBLISH packets to clients that set

@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -100,7 +99,11 @@ func (h *Presence) ID() string { return "presence" }
 
 // Provides implements mqtt.Hook.
 func (h *Presence) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnStopped}, []byte{b})
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnStopped:
+		return true
+	}
+	return false
 }
 
 // Restore marks offline every user the retained presence still shows

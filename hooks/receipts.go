@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"sync/atomic"
@@ -112,7 +111,11 @@ func (h *Receipts) ID() string { return "receipts" }
 
 // Provides implements mqtt.Hook.
 func (h *Receipts) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+	switch b {
+	case mqtt.OnPublish:
+		return true
+	}
+	return false
 }
 
 // OnPublish records sent messages and checks read receipts.

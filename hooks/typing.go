@@ -1,8 +1,6 @@
 package hooks
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -20,7 +18,11 @@ func (h *Typing) ID() string { return "typing" }
 
 // Provides implements mqtt.Hook.
 func (h *Typing) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+	switch b {
+	case mqtt.OnPublish:
+		return true
+	}
+	return false
 }
 
 // OnPublish drops the retain flag of a typing indicator.

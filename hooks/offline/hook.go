@@ -1,7 +1,6 @@
 package offline
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -133,12 +132,14 @@ func (h *Hook) ID() string { return "offline" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
 		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnWillSent,
-		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
-	}, []byte{b})
+		mqtt.OnRetainMessage, mqtt.OnRetainedExpired:
+		return true
+	}
+	return false
 }
 
 // Stats returns the hook's counters.
