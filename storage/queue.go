@@ -272,6 +272,8 @@ func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
 		b.setMem(st.mem, seq, nil) // no inflight markers in memory
 	case b.s.isVolatile(st.id): // volatile queues have no inflight markers
 		b.del(queueKey(st.id, seq))
+	case !st.work.markers:
+		b.del(queueKey(st.id, seq))
 	default:
 		b.del(queueKey(st.id, seq))
 		item, err = b.get(inflightKey(st.id, seq))
@@ -297,6 +299,7 @@ func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
 	st.work.bytes = max(st.work.bytes-size, 0)
 	if st.work.count == 0 {
 		st.work.bytes = 0
+		st.work.markers = false // each entry's marker went with it
 		st.work.head = st.work.next
 	} else if seq == st.work.head {
 		st.work.head = seq + 1
@@ -377,14 +380,15 @@ func (s *Store) Read(session string, afterSeq uint64, max int) ([]Entry, error) 
 	if mq := s.memQueueOf(session); mq != nil {
 		out, drop = s.readMem(mq, session, start, last, max, nowUnix, ageCut)
 	} else {
-		marksFree := s.isVolatile(session)
+		marksFree := s.isVolatile(session) || !c.markers
 		err = s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{
 				Prefix: sidPrefix(famQueue, session, 0), PrefetchValues: true, PrefetchSize: min(max, 64),
 			})
 			defer it.Close()
 			// A volatile queue has no inflight markers (its session cannot
-			// resume): one iterator less per read on the live path.
+			// resume), nor has a queue that never had MarkSent: one
+			// iterator less per read.
 			var inf *badger.Iterator
 			if !marksFree {
 				inf = txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, session, 0)})
@@ -688,6 +692,11 @@ func (o *markOp) apply(b *batch) error {
 	} else if !errors.Is(err, badger.ErrKeyNotFound) {
 		return err
 	}
+	st, err := b.queue(o.id)
+	if err != nil {
+		return err
+	}
+	st.work.markers = true
 	b.set(inflightKey(o.id, o.seq), encodeInflight(o.pid, b.now.UnixNano()))
 	b.set(packetKey(o.id, o.pid), binary.BigEndian.AppendUint64(nil, o.seq))
 	return nil

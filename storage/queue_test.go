@@ -388,6 +388,54 @@ func TestInflightAndAckPacket(t *testing.T) {
 	}
 }
 
+// A queue knows whether it may hold inflight markers: MarkSent sets it,
+// the queue emptying clears it (each marker went with its entry), and
+// while it is clear acknowledgements and reads skip the marker lookups.
+func TestMarkersFollowTheQueue(t *testing.T) {
+	s := openStore(t, Options{})
+	markers := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.queues["a"].pub.markers
+	}
+	mustEnqueue(t, s, msg("t", "1"), "a")
+	mustEnqueue(t, s, msg("t", "2"), "a")
+	if markers() {
+		t.Fatal("a new queue has markers")
+	}
+	if err := s.MarkSent(bg, "a", 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	if !markers() {
+		t.Fatal("no markers after MarkSent")
+	}
+	if err := s.Ack(bg, "a", 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if markers() {
+		t.Fatal("an empty queue still has markers")
+	}
+	if _, err := s.LookupPacket("a", 5); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("packet id of an acknowledged entry: %v", err)
+	}
+	mustEnqueue(t, s, msg("t", "3"), "a")
+	if es := mustRead(t, s, "a", 0, 10); len(es) != 1 || es[0].PacketID != 0 {
+		t.Fatalf("read = %+v", es)
+	}
+	if err := s.MarkSent(bg, "a", 3, 6); err != nil {
+		t.Fatal(err)
+	}
+	if es := mustRead(t, s, "a", 0, 10); len(es) != 1 || es[0].PacketID != 6 {
+		t.Fatalf("read after MarkSent = %+v", es)
+	}
+	if err := s.Ack(bg, "a", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupPacket("a", 6); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("packet id of an acknowledged entry: %v", err)
+	}
+}
+
 // TestFailedCommitLeavesNoHole injects a Badger commit failure: every
 // caller of that batch gets ErrCommit, no sequence number is consumed,
 // and the queue goes on without a gap.
