@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/mqhub/mqhub/internal/wire"
 )
 
 // The conns scenario holds thousands of idle connections. A paho client
@@ -36,7 +38,7 @@ var ErrConnRefused = errors.New("connection refused by broker")
 // the given client id, keepalive (seconds) and optional credentials.
 func encodeConnect(clientID string, keepAlive uint16, username, password string) []byte {
 	var body []byte
-	body = appendString(body, "MQTT")
+	body = wire.AppendString(body, "MQTT")
 	body = append(body, 5) // protocol level: MQTT 5
 	flags := byte(0x02)    // clean start
 	if username != "" {
@@ -45,34 +47,14 @@ func encodeConnect(clientID string, keepAlive uint16, username, password string)
 	body = append(body, flags)
 	body = binary.BigEndian.AppendUint16(body, keepAlive)
 	body = append(body, 0) // properties length
-	body = appendString(body, clientID)
+	body = wire.AppendString(body, clientID)
 	if username != "" {
-		body = appendString(body, username)
-		body = appendString(body, password)
+		body = wire.AppendString(body, username)
+		body = wire.AppendString(body, password)
 	}
 	pkt := []byte{0x10}
-	pkt = appendVarint(pkt, len(body))
+	pkt = wire.AppendVarint(pkt, len(body))
 	return append(pkt, body...)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
-
-// appendVarint appends an MQTT variable byte integer.
-func appendVarint(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
 }
 
 // readPacket reads one packet's fixed header and body.

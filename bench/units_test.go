@@ -186,14 +186,6 @@ func TestReadConnack(t *testing.T) {
 	}
 }
 
-func TestAppendVarint(t *testing.T) {
-	for n, want := range map[int][]byte{0: {0}, 127: {0x7F}, 128: {0x80, 0x01}, 16383: {0xFF, 0x7F}, 2097152: {0x80, 0x80, 0x80, 0x01}} {
-		if got := appendVarint(nil, n); !bytes.Equal(got, want) {
-			t.Errorf("appendVarint(%d) = %x, want %x", n, got, want)
-		}
-	}
-}
-
 func TestWriteBarChart(t *testing.T) {
 	var buf bytes.Buffer
 	err := WriteBarChart(&buf, "fanin <qos0> & co", []string{"mqhub", "mosquitto"}, []BarGroup{

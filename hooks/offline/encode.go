@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqhub/mqhub/internal/wire"
 )
 
 // writePublish writes a PUBLISH to cl as mochi's Client.WritePacket does:
@@ -81,7 +83,7 @@ func appendPublish(b []byte, pk *packets.Packet, version byte, maxSize uint32) (
 	}
 	remaining := fixed + len(pk.Payload)
 	if version == 5 {
-		remaining += varintSize(props) + props
+		remaining += wire.VarintSize(props) + props
 	}
 
 	header := byte(packets.Publish<<4) | qos<<1
@@ -92,13 +94,13 @@ func appendPublish(b []byte, pk *packets.Packet, version byte, maxSize uint32) (
 		header |= 1
 	}
 	b = append(b, header)
-	b = appendVarint(b, remaining)
-	b = appendString(b, pk.TopicName)
+	b = wire.AppendVarint(b, remaining)
+	b = wire.AppendString(b, pk.TopicName)
 	if qos > 0 {
 		b = binary.BigEndian.AppendUint16(b, pk.PacketID)
 	}
 	if version == 5 {
-		b = appendVarint(b, props)
+		b = wire.AppendVarint(b, props)
 		b = appendProperties(b, &pk.Properties, user > 0)
 	}
 	b = append(b, pk.Payload...)
@@ -119,11 +121,11 @@ func appendProperties(b []byte, p *packets.Properties, withUser bool) []byte {
 	}
 	if p.ContentType != "" {
 		b = append(b, packets.PropContentType)
-		b = appendString(b, p.ContentType)
+		b = wire.AppendString(b, p.ContentType)
 	}
 	if responseTopicAllowed(p.ResponseTopic) {
 		b = append(b, packets.PropResponseTopic)
-		b = appendString(b, p.ResponseTopic)
+		b = wire.AppendString(b, p.ResponseTopic)
 	}
 	if len(p.CorrelationData) > 0 {
 		b = append(b, packets.PropCorrelationData)
@@ -133,7 +135,7 @@ func appendProperties(b []byte, p *packets.Properties, withUser bool) []byte {
 	for _, id := range p.SubscriptionIdentifier {
 		if id > 0 {
 			b = append(b, packets.PropSubscriptionIdentifier)
-			b = appendVarint(b, id)
+			b = wire.AppendVarint(b, id)
 		}
 	}
 	if p.TopicAliasFlag && p.TopicAlias > 0 {
@@ -143,8 +145,8 @@ func appendProperties(b []byte, p *packets.Properties, withUser bool) []byte {
 	if withUser {
 		for _, u := range p.User {
 			b = append(b, packets.PropUser)
-			b = appendString(b, u.Key)
-			b = appendString(b, u.Val)
+			b = wire.AppendString(b, u.Key)
+			b = wire.AppendString(b, u.Val)
 		}
 	}
 	return b
@@ -170,7 +172,7 @@ func propertiesSize(p *packets.Properties) (n, user int) {
 	}
 	for _, id := range p.SubscriptionIdentifier {
 		if id > 0 {
-			n += 1 + varintSize(id)
+			n += 1 + wire.VarintSize(id)
 		}
 	}
 	if p.TopicAliasFlag && p.TopicAlias > 0 {
@@ -186,33 +188,4 @@ func propertiesSize(p *packets.Properties) (n, user int) {
 // [MQTT-3.3.2-14].
 func responseTopicAllowed(t string) bool {
 	return t != "" && !strings.ContainsAny(t, "+#")
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
-
-// appendVarint appends MQTT's variable byte integer [MQTT-1.5.5].
-func appendVarint(b []byte, v int) []byte {
-	for {
-		c := byte(v % 128)
-		v /= 128
-		if v > 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if v == 0 {
-			return b
-		}
-	}
-}
-
-func varintSize(v int) int {
-	n := 1
-	for v >= 128 {
-		v /= 128
-		n++
-	}
-	return n
 }
