@@ -25,6 +25,11 @@ type counters struct {
 	// marker lookups: a third of the store's work in a drain of QoS 1
 	// messages, whose packet IDs are kept in memory.
 	markers bool
+	// dense: every seq in [head, next) is present, so an entry in that
+	// range needs no lookup to be known to exist (AckEntries). Not
+	// persisted: true at load when count equals next-head, cleared by a
+	// removal above the head, set again when the queue empties.
+	dense bool
 }
 
 // qstate is one session's queue state. work is owned by the commit
@@ -74,7 +79,7 @@ func (s *Store) state(id string) (*qstate, error) {
 	if st, ok := s.queues[id]; ok {
 		return st, nil
 	}
-	c := counters{next: 1, head: 1}
+	c := counters{next: 1, head: 1, dense: true}
 	if _, ok := s.volatile[id]; ok {
 		// A volatile queue starts empty and stays in memory, counters
 		// included (memqueue.go).
@@ -93,6 +98,7 @@ func (s *Store) state(id string) (*qstate, error) {
 		if err := item.Value(c.unmarshal); err != nil {
 			return err
 		}
+		c.dense = c.count == c.next-c.head
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: sidPrefix(famInflight, id, 0)})
 		defer it.Close()
 		it.Rewind()

@@ -436,6 +436,81 @@ func TestMarkersFollowTheQueue(t *testing.T) {
 	}
 }
 
+// Entries acknowledged with the sizes Read gave are removed without a
+// lookup while the queue has no gap; a repeated or late acknowledgement
+// never counts twice, in order or not, before and after a restart.
+func TestAckEntriesKeepsCountsExact(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Options{Dir: dir})
+	for i := range 6 {
+		mustEnqueue(t, s, msg("t", fmt.Sprint(i)), "a")
+	}
+	es := mustRead(t, s, "a", 0, 10)
+	full, _ := s.Bytes("a")
+	ref := func(seq uint64) AckRef {
+		for _, e := range es {
+			if e.Seq == seq {
+				if e.Size <= 0 {
+					t.Fatalf("entry %d read with size %d", seq, e.Size)
+				}
+				return AckRef{Seq: seq, Size: e.Size}
+			}
+		}
+		t.Fatalf("no entry %d", seq)
+		return AckRef{}
+	}
+	ack := func(seqs ...uint64) {
+		t.Helper()
+		var refs []AckRef
+		for _, seq := range seqs {
+			refs = append(refs, ref(seq))
+		}
+		w := make(waiter, 1)
+		if err := s.AckEntriesAsync("a", refs, func(err error) { w <- err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.wait(nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(wantSeqs []uint64) {
+		t.Helper()
+		got := seqsOf(mustRead(t, s, "a", 0, 10))
+		if !slices.Equal(got, wantSeqs) {
+			t.Fatalf("queue = %v, want %v", got, wantSeqs)
+		}
+		if n, _ := s.Len("a"); n != len(wantSeqs) {
+			t.Fatalf("Len = %d, want %d", n, len(wantSeqs))
+		}
+		var want int64
+		for _, seq := range wantSeqs {
+			want += ref(seq).Size
+		}
+		if b, _ := s.Bytes("a"); b != want {
+			t.Fatalf("Bytes = %d, want %d (of %d)", b, want, full)
+		}
+	}
+	ack(1, 2)
+	ack(2) // repeated, below the head now
+	check([]uint64{3, 4, 5, 6})
+	ack(5) // out of order: a gap
+	ack(5) // repeated above the head: looked up, not counted again
+	check([]uint64{3, 4, 6})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, Options{Dir: dir})
+	ack(5) // after a restart the gap is known from the counters
+	check([]uint64{3, 4, 6})
+	ack(3, 4, 6)
+	check(nil)
+	mustEnqueue(t, s, msg("t", "7"), "a") // empty again: no gap
+	es = mustRead(t, s, "a", 0, 10)
+	ack(7)
+	ack(7)
+	check(nil)
+}
+
 // TestFailedCommitLeavesNoHole injects a Badger commit failure: every
 // caller of that batch gets ErrCommit, no sequence number is consumed,
 // and the queue goes on without a gap.

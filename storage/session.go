@@ -253,7 +253,7 @@ func (o *truncateOp) apply(b *batch) error {
 		b.clearMem(st.mem)
 	}
 	o.below = st.work.next
-	st.work.head, st.work.count, st.work.bytes = st.work.next, 0, 0
+	st.work.head, st.work.count, st.work.bytes, st.work.dense = st.work.next, 0, 0, true
 	return nil
 }
 

@@ -1,6 +1,10 @@
 package offline
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/mqhub/mqhub/storage"
+)
 
 // acker removes acknowledged entries from their queues on a goroutine of
 // its own. Rules.Acknowledged reports completion from the store's commit
@@ -9,16 +13,16 @@ import "sync"
 type acker struct {
 	h       *Hook
 	mu      sync.Mutex
-	pending map[string][]uint64 // session -> seqs to remove
+	pending map[string][]storage.AckRef // session -> entries to remove
 	kicker  kicker
 }
 
-func (a *acker) add(session string, seq uint64) {
+func (a *acker) add(session string, r storage.AckRef) {
 	a.mu.Lock()
 	if a.pending == nil {
-		a.pending = map[string][]uint64{}
+		a.pending = map[string][]storage.AckRef{}
 	}
-	a.pending[session] = append(a.pending[session], seq)
+	a.pending[session] = append(a.pending[session], r)
 	a.mu.Unlock()
 	a.kicker.kick(&a.h.senders, a.flush)
 }
@@ -28,8 +32,8 @@ func (a *acker) flush() {
 	pending := a.pending
 	a.pending = nil
 	a.mu.Unlock()
-	for session, seqs := range pending {
-		err := a.h.store.AckAsync(session, seqs, func(err error) {
+	for session, refs := range pending {
+		err := a.h.store.AckEntriesAsync(session, refs, func(err error) {
 			if err != nil {
 				a.h.sampled.Error().Err(err).Str("client_id", session).Msg("acknowledged entries not removed; they will be sent again")
 			}

@@ -30,8 +30,9 @@ const readBatch = 128
 // inflight is a queue entry sent and not yet acknowledged. The message is
 // kept (at most a window's worth) when Rules.Acknowledged wants it.
 type inflight struct {
-	seq uint64
-	msg *storage.Message
+	seq  uint64
+	size int64 // the entry's Size, for the store's acknowledgement
+	msg  *storage.Message
 }
 
 // sender delivers one session's queue to its connected client. It runs a
@@ -154,16 +155,16 @@ func (sd *sender) complete(packetID uint16) {
 			h.sampled.Error().Err(err).Str("client_id", id).Uint64("seq", f.seq).Msg("acknowledgement not processed; the entry will be sent again")
 			return
 		}
-		h.acks.add(id, f.seq)
+		h.acks.add(id, storage.AckRef{Seq: f.seq, Size: f.size})
 	})
 	if !later {
-		sd.ack(f.seq)
+		sd.ack(f.seq, f.size)
 	}
 	sd.kick()
 }
 
-func (sd *sender) ack(seq uint64) {
-	err := sd.h.store.AckAsync(sd.s.id, []uint64{seq}, func(err error) {
+func (sd *sender) ack(seq uint64, size int64) {
+	err := sd.h.store.AckEntriesAsync(sd.s.id, []storage.AckRef{{Seq: seq, Size: size}}, func(err error) {
 		if err != nil {
 			sd.h.sampled.Error().Err(err).Str("client_id", sd.s.id).Uint64("seq", seq).Msg("acknowledged entry not removed; it will be sent again")
 		}
@@ -328,7 +329,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		sd.mu.Lock()
 		sd.lastSeq = e.Seq
 		sd.mu.Unlock()
-		sd.ack(e.Seq)
+		sd.ack(e.Seq, e.Size)
 		return true, mark
 	}
 	qos, ids := sd.s.delivery(e.Message.Topic, e.Message.QoS)
@@ -345,7 +346,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		if err != nil && !errors.Is(err, packets.ErrPacketTooLarge) {
 			return false, mark
 		}
-		sd.ack(e.Seq)
+		sd.ack(e.Seq, e.Size)
 		return true, mark
 	}
 
@@ -380,7 +381,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		m := e.Message
 		msg = &m
 	}
-	sd.inflight[pid] = inflight{seq: e.Seq, msg: msg}
+	sd.inflight[pid] = inflight{seq: e.Seq, size: e.Size, msg: msg}
 	sd.lastSeq = e.Seq
 	if qos == 2 {
 		// So that mochi answers PUBREC with PUBREL. QoS 1 stays out of
@@ -403,7 +404,7 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		sd.mu.Lock()
 		delete(sd.inflight, pid)
 		sd.mu.Unlock()
-		sd.ack(e.Seq)
+		sd.ack(e.Seq, e.Size)
 		return true, sentMark{}
 	}
 	return err == nil, mark
