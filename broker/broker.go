@@ -115,9 +115,9 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 				h.Visible(sessions)
 			}
 		},
-		OnAppended: func(session string, seq uint64, m *storage.Message) {
+		OnAppended: func(session string, seq uint64, m *storage.Message, size int64) {
 			if h := delivery.Load(); h != nil {
-				h.Appended(session, seq, m)
+				h.Appended(session, seq, m, size)
 			}
 		},
 		MemoryQueueMaxBytes: int64(cfg.CleanQueueMaxBytes),

@@ -121,9 +121,10 @@ type Options struct {
 	// message appended to a queue, with its sequence number, as soon as it
 	// is visible and before OnVisible: a reader that is caught up can take
 	// it from here instead of reading it back. m is shared by every queue
-	// it went to and must not be modified. It must return quickly and must
-	// not call the Store.
-	OnAppended func(session string, seq uint64, m *Message)
+	// it went to and must not be modified; size is the entry's size as the
+	// queue counts it (Entry.Size). It must return quickly and must not
+	// call the Store.
+	OnAppended func(session string, seq uint64, m *Message, size int64)
 
 	// Now returns the current time (default time.Now); tests replace it to
 	// drive expiry without sleeping.

@@ -157,12 +157,12 @@ func (o *enqueueOp) apply(b *batch) error {
 }
 
 // appended reports each queue the message was stored in, once per queue.
-func (o *enqueueOp) appended(fn func(session string, seq uint64, m *Message)) {
+func (o *enqueueOp) appended(fn func(session string, seq uint64, m *Message, size int64)) {
 	for i, id := range o.sessions {
 		if o.seqs[i] == 0 || slices.Index(o.sessions[:i], id) >= 0 {
 			continue // refused, or the same session named twice
 		}
-		fn(id, o.seqs[i], o.msg)
+		fn(id, o.seqs[i], o.msg, int64(len(o.val)))
 	}
 }
 

@@ -699,11 +699,13 @@ func TestOnAppended(t *testing.T) {
 	var mu sync.Mutex
 	var got []appended
 	var order []string
+	sizes := map[string]int64{}
 	s := openStore(t, Options{
 		Queue: QueueLimits{MaxMessages: 1, Policy: PolicyRefuseNew},
-		OnAppended: func(id string, seq uint64, m *Message) {
+		OnAppended: func(id string, seq uint64, m *Message, size int64) {
 			mu.Lock()
 			got = append(got, appended{id, seq, string(m.Payload)})
+			sizes[id] = size
 			order = append(order, "appended")
 			mu.Unlock()
 		},
@@ -725,5 +727,12 @@ func TestOnAppended(t *testing.T) {
 	}
 	if want := []string{"appended", "appended", "visible", "appended", "visible"}; !slices.Equal(order, want) {
 		t.Fatalf("callbacks in order %v, want %v", order, want)
+	}
+	// The size is what the queue counts, and what Read reports.
+	if n, _ := s.Bytes("b"); sizes["b"] <= 0 || sizes["b"] != n {
+		t.Fatalf("appended size %d, queue bytes %d", sizes["b"], n)
+	}
+	if es := mustRead(t, s, "b", 0, 1); len(es) != 1 || es[0].Size != sizes["b"] {
+		t.Fatalf("Read %+v, appended size %d", es, sizes["b"])
 	}
 }

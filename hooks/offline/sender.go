@@ -413,10 +413,10 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 // Appended offers a message just appended to a session's queue to its
 // sender, if the session is online (storage.Options.OnAppended); Visible
 // follows and wakes it.
-func (h *Hook) Appended(session string, seq uint64, m *storage.Message) {
+func (h *Hook) Appended(session string, seq uint64, m *storage.Message, size int64) {
 	if s := h.sessionOf(session); s != nil {
 		if sd := s.online(); sd != nil {
-			sd.offer(seq, m)
+			sd.offer(seq, m, size)
 		}
 	}
 }
@@ -426,7 +426,7 @@ func (h *Hook) Appended(session string, seq uint64, m *storage.Message) {
 const maxFresh = 256
 
 // offer keeps a just-appended entry so that fill need not read it back.
-func (sd *sender) offer(seq uint64, m *storage.Message) {
+func (sd *sender) offer(seq uint64, m *storage.Message, size int64) {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
 	if sd.closed || seq <= sd.lastSeq || len(sd.fresh) >= maxFresh {
@@ -435,7 +435,7 @@ func (sd *sender) offer(seq uint64, m *storage.Message) {
 	if n := len(sd.fresh); n > 0 && sd.fresh[n-1].Seq+1 != seq {
 		sd.fresh = sd.fresh[:0] // not contiguous: start again from here
 	}
-	sd.fresh = append(sd.fresh, storage.Entry{Seq: seq, Message: *m})
+	sd.fresh = append(sd.fresh, storage.Entry{Seq: seq, Message: *m, Size: size})
 }
 
 // takeFresh returns up to max offered entries that continue right after
