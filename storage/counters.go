@@ -26,7 +26,7 @@ type counters struct {
 	// messages, whose packet IDs are kept in memory.
 	markers bool
 	// dense: every seq in [head, next) is present, so an entry in that
-	// range needs no lookup to be known to exist (AckEntries). Not
+	// range needs no lookup to be known to exist (AckEntriesAsync). Not
 	// persisted: true at load when count equals next-head, cleared by a
 	// removal above the head, set again when the queue empties.
 	dense bool

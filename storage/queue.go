@@ -21,7 +21,7 @@ type Entry struct {
 	PacketID uint16
 	// Message is the stored message.
 	Message Message
-	// Size is the entry's size as the queue counts it, for AckEntries.
+	// Size is the entry's size as the queue counts it, for AckEntriesAsync.
 	Size int64
 }
 
@@ -273,9 +273,7 @@ func (b *batch) removeEntry(st *qstate, seq uint64, size int64) error {
 	switch {
 	case st.mem != nil:
 		b.setMem(st.mem, seq, nil) // no inflight markers in memory
-	case b.s.isVolatile(st.id): // volatile queues have no inflight markers
-		b.del(queueKey(st.id, seq))
-	case !st.work.markers:
+	case !st.work.markers: // never MarkSent, or volatile (those have none)
 		b.del(queueKey(st.id, seq))
 	default:
 		b.del(queueKey(st.id, seq))
