@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -33,9 +34,13 @@ func startGroupHub(t *testing.T) *groupHub {
 	for _, v := range []string{"URL", "USER", "PASSWORD", "TOKEN"} {
 		t.Setenv(broker.EnvPrefix+v, "")
 	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
+	// Hex, as an operator would write it: raw random bytes may end in a
+	// newline, which the secret loader trims (then 31 bytes are refused:
+	// 1 run in about 128 failed that way).
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
 	secretFile := filepath.Join(t.TempDir(), "jwt.secret")
+	secret := []byte(hex.EncodeToString(raw))
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
