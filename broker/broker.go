@@ -45,7 +45,6 @@ type Broker struct {
 	directory *hooks.Directory // groups, block lists, privacy settings
 	presence  *hooks.Presence
 	offline   *offline.Hook
-	wills     *willSender
 	conns     conns
 	ready     atomic.Bool
 
@@ -160,7 +159,19 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	b.presence = hooks.NewPresence(hooks.PresenceOptions{Server: b.mochi, Settings: directory.Settings, Retained: store, Logger: log})
 	directory.OnSettings(b.presence.Refresh)
 	b.metrics.registerMessaging(receipts.Stats(), b.presence.Online)
+	limits := hooks.NewLimits(hooks.LimitsOptions{
+		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
+		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
+		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
+	})
+	b.metrics.registerLimits(limits.Stats())
+	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
 	b.offline.SetRules(offline.Rules{
+		// The entry path: every message, whatever way it came in, meets
+		// these in this order (docs/architecture.md): access on the
+		// resolved topic, limits, no retained conversations, the envelope
+		// (whose id the receipts read), then receipts.
+		Admit:        []offline.Rule{auth.Admit, limits.Admit, hooks.NotRetained, envelope.Admit, receipts.Admit},
 		CanRead:      auth.CanRead,
 		Blocked:      directory.Blocked,
 		Ephemeral:    hooks.IsTyping,
@@ -168,27 +179,15 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Acknowledged: receipts.Delivered,
 		Acknowledges: receipts.WantsDelivered,
 	})
-	limits := hooks.NewLimits(hooks.LimitsOptions{
-		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
-		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
-		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
-		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
-	})
-	b.metrics.registerLimits(limits.Stats())
-	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
-	// Order matters: auth sets the user the envelope stamps; receipts see
-	// the envelope's id and rewrite read receipts before the offline hook
-	// stores them; presence stops (and flushes) before the offline hook.
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
+	// Order matters: auth identifies a client before the others see it;
+	// presence stops (and flushes) before the offline hook.
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
 		}
 		b.hooks = append(b.hooks, h)
 	}
-	b.wills = newWillSender(b.mochi, func(cl *mqtt.Client, topic string) bool {
-		return auth.OnACLCheck(cl, topic, true)
-	}, b.log)
 
 	// Every listener hands its connections to establish, not to mochi.
 	guard := func(id string, c net.Conn, _ listeners.EstablishFn) error { return b.establish(id, c) }
@@ -306,7 +305,6 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		b.conns.closeAll()
 		<-drained // reads now fail at once
 	}
-	b.wills.stop()
 	if err := b.mochi.Close(); err != nil { // stops the hooks: no more writes to the store
 		errs = append(errs, err)
 	}

@@ -163,12 +163,11 @@ func (b *Broker) logRejected(tc *trackedConn, listenerID string, err error) {
 }
 
 // finishCrashedSession does what mochi's attachClient would have done after
-// its read loop ended, had it not panicked: send the will, tell the hooks,
-// and drop a clean session.
+// its read loop ended, had it not panicked: tell the hooks (the offline
+// hook then sends the will) and drop a clean session.
 func (b *Broker) finishCrashedSession(cl *mqtt.Client, cause error) {
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
 		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-	b.wills.send(cl)
 	for _, h := range b.hooks {
 		if h.Provides(mqtt.OnDisconnect) {
 			h.OnDisconnect(cl, cause, expire)

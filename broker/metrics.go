@@ -85,6 +85,8 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 		{"mqhub_queue_too_large_total", "Queue entries dropped as larger than the client's maximum packet size.", st.TooLarge.Load},
 		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
 		{"mqhub_queue_revoked_total", "Queued messages dropped because the session may no longer read their topic.", st.Revoked.Load},
+		{"mqhub_wills_sent_total", "Wills published through the entry path.", st.WillsSent.Load},
+		{"mqhub_wills_refused_total", "Wills not published: refused by the messaging rules or not stored.", st.WillsRefused.Load},
 	})
 }
 
@@ -95,6 +97,7 @@ func (m *metrics) registerMessaging(st *hooks.ReceiptsStats, online func() int64
 		{"mqhub_receipts_read_total", "Read receipts routed.", st.Read.Load},
 		{"mqhub_receipts_read_refused_total", "Read receipts refused: malformed, or naming no message addressed to the reader.", st.ReadRefused.Load},
 		{"mqhub_receipts_read_ids_dropped_total", "Message ids dropped from routed read receipts, as not addressed to the reader.", st.ReadDropped.Load},
+		{"mqhub_receipts_delivered_dropped_total", "Delivered receipts some of the sender's devices did not get because their queue was full.", st.DeliveredDropped.Load},
 	})
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mqhub_users_online", Help: "Users with at least one device connected.",

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 
+	"github.com/mqhub/mqhub/hooks/offline"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -68,8 +69,9 @@ type Auth struct {
 	mqtt.HookBase
 	opts       AuthOptions
 	log        zerolog.Logger
-	identities sync.Map // *mqtt.Client -> Identity
-	admins     sync.Map // user -> bool, for sessions whose client is offline
+	sampled    zerolog.Logger // refused publishes: a client can cause them at will
+	identities sync.Map       // *mqtt.Client -> Identity
+	admins     sync.Map       // user -> bool, for sessions whose client is offline
 	failures   failureTracker
 }
 
@@ -84,9 +86,11 @@ func NewAuth(opts AuthOptions) *Auth {
 	if opts.ClaimTimeout <= 0 {
 		opts.ClaimTimeout = 5 * time.Second
 	}
+	log := opts.Logger.With().Str("component", "auth").Logger()
 	return &Auth{
 		opts:     opts,
-		log:      opts.Logger.With().Str("component", "auth").Logger(),
+		log:      log,
+		sampled:  log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
 		failures: failureTracker{window: time.Minute, recent: map[string][]time.Time{}},
 	}
 }
@@ -269,17 +273,42 @@ func (h *Auth) authorizeConnect(cl *mqtt.Client, pk packets.Packet, id Identity)
 	return nil
 }
 
-// OnACLCheck decides a publish (write) or a subscription (read, topic is
-// the filter) of a connected client, and each delivery mochi makes itself.
+// OnACLCheck decides a subscription (read, topic is the filter) of a
+// connected client, and each delivery mochi makes itself. Publishes
+// (write) are decided by Admit on the entry path instead: mochi checks
+// the topic before resolving a topic alias, so a PUBLISH by alias would
+// be checked against an empty topic.
 func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Inline {
-		return true // the hub's own publishers check their topics themselves
+	if cl.Net.Inline || write {
+		return true // the hub's own publishers; publishes: see Admit
 	}
 	v, ok := h.identities.Load(cl)
 	if !ok {
 		return false
 	}
 	return h.allowed(v.(Identity), cl.ID, topic, write)
+}
+
+// Admit is the access rule of the entry path (offline.Rule): whether the
+// sender may publish to the topic (its namespace, the groups it belongs
+// to now, the ACL file), checked on the topic a topic alias stands for,
+// and for a will as its user at the moment the will is sent.
+func (h *Auth) Admit(in *offline.Inbound) error {
+	if in.Origin == offline.FromHub {
+		return nil
+	}
+	var id Identity
+	if v, ok := h.identities.Load(in.Client); ok {
+		id = v.(Identity)
+	} else if in.User != "" {
+		id = Identity{User: in.User, Admin: h.isAdmin(in.User)}
+	}
+	if h.allowed(id, in.Client.ID, in.Packet.TopicName, true) {
+		return nil
+	}
+	h.sampled.Info().Str("client_id", in.Client.ID).Str("user", id.User).Str("topic", in.Packet.TopicName).
+		Str("origin", in.Origin.String()).Msg("publish refused: topic not allowed")
+	return packets.ErrNotAuthorized
 }
 
 // CanRead reports whether a session may receive a message on topic; the

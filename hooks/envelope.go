@@ -3,12 +3,13 @@ package hooks
 import (
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/xid"
+
+	"github.com/mqhub/mqhub/hooks/offline"
 )
 
 // Envelope user properties (docs/security.md; docs/protocol.md will be the
@@ -52,18 +53,8 @@ type EnvelopeOptions struct {
 // (which stores the message as stamped).
 type Envelope struct {
 	mqtt.HookBase
-	opts EnvelopeOptions
-
-	mu    sync.Mutex
-	seen  map[dedupeKey]time.Time
-	order []dedupeEntry // insertion order, for expiry and the size bound
-}
-
-type dedupeKey struct{ sender, id string }
-
-type dedupeEntry struct {
-	key dedupeKey
-	at  time.Time
+	opts   EnvelopeOptions
+	dedupe *dedupe // nil: deduplication off
 }
 
 // NewEnvelope returns the envelope hook.
@@ -74,7 +65,11 @@ func NewEnvelope(opts EnvelopeOptions) *Envelope {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Envelope{opts: opts, seen: map[dedupeKey]time.Time{}}
+	h := &Envelope{opts: opts}
+	if opts.DedupeWindow > 0 {
+		h.dedupe = newDedupe(opts.DedupeWindow, opts.MaxRemembered)
+	}
+	return h
 }
 
 // ID implements mqtt.Hook.
@@ -83,7 +78,7 @@ func (h *Envelope) ID() string { return "envelope" }
 // Provides implements mqtt.Hook.
 func (h *Envelope) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnPacketEncode:
+	case mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -101,18 +96,20 @@ func (h *Envelope) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	return pk
 }
 
-// OnPublish stamps the envelope; a repeated ID is acknowledged and dropped
-// (packets.CodeSuccessIgnore: mochi acknowledges, nothing is delivered and
-// the hooks after this one do not run).
-func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil // the hub's own messages, or a stored one coming back
+// Admit is the envelope's rule on the entry path (offline.Rule): it
+// stamps the envelope; a repeated ID of a message accepted before is
+// acknowledged and dropped (offline.ErrIgnore). An ID enters the dedupe
+// record only once its message is accepted, so a refused message can be
+// retried with the same ID. The hub's own messages are not stamped.
+func (h *Envelope) Admit(in *offline.Inbound) error {
+	if in.Origin == offline.FromHub {
+		return nil
 	}
+	pk := &in.Packet
 	stamp := h.opts.AllTopics || isNamespaced(pk.TopicName)
 	if !stamp && !hasUserProperty(pk.Properties.User, PropFrom, PropTS, PropID) {
-		return pk, nil // plain MQTT, relayed as published
+		return nil // plain MQTT, relayed as published
 	}
-	user := string(cl.Properties.Username)
 	now := h.opts.Now()
 	id := ""
 	props := make([]packets.UserProperty, 0, len(pk.Properties.User)+3)
@@ -130,27 +127,31 @@ func (h *Envelope) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		}
 		props = append(props, p)
 	}
-	sender := user
+	sender := in.User
 	if sender == "" {
-		sender = "\x00" + cl.ID // anonymous: the client ID is all we know
+		sender = "\x00" + in.Client.ID // anonymous: the client ID is all we know
 	}
-	if id != "" && h.repeated(dedupeKey{sender, id}, now) {
-		return pk, packets.CodeSuccessIgnore
+	if id != "" && h.dedupe != nil {
+		key := dedupeKey{sender, id}
+		r, rec := h.dedupe.reserve(key, now)
+		if r == duplicate {
+			return offline.ErrIgnore
+		}
+		in.OnOutcome(func(accepted bool) { h.dedupe.settle(key, rec, accepted) })
 	}
 	if !stamp {
 		pk.Properties.User = props
-		return pk, nil
+		return nil
 	}
 	if id == "" {
 		id = xid.NewWithTime(now).String()
 	}
-	props = append(props,
+	pk.Properties.User = append(props,
 		packets.UserProperty{Key: PropID, Val: id},
-		packets.UserProperty{Key: PropFrom, Val: user},
+		packets.UserProperty{Key: PropFrom, Val: in.User},
 		packets.UserProperty{Key: PropTS, Val: strconv.FormatInt(now.UnixMilli(), 10)},
 	)
-	pk.Properties.User = props
-	return pk, nil
+	return nil
 }
 
 // hasUserProperty reports whether props holds any of keys.
@@ -160,31 +161,6 @@ func hasUserProperty(props []packets.UserProperty, keys ...string) bool {
 			return true
 		}
 	}
-	return false
-}
-
-// repeated records a sender's message ID and reports whether it was seen
-// within the window.
-func (h *Envelope) repeated(key dedupeKey, now time.Time) bool {
-	if h.opts.DedupeWindow <= 0 {
-		return false
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	cut := now.Add(-h.opts.DedupeWindow)
-	for len(h.order) > 0 && (h.order[0].at.Before(cut) || len(h.order) > h.opts.MaxRemembered) {
-		old := h.order[0]
-		if h.seen[old.key].Equal(old.at) {
-			delete(h.seen, old.key)
-		}
-		h.order[0] = dedupeEntry{}
-		h.order = h.order[1:]
-	}
-	if at, ok := h.seen[key]; ok && !at.Before(cut) {
-		return true
-	}
-	h.seen[key] = now
-	h.order = append(h.order, dedupeEntry{key, now})
 	return false
 }
 

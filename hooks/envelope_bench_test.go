@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqhub/mqhub/hooks"
+	"github.com/mqhub/mqhub/hooks/offline"
 )
 
 // benchClient returns a connected-looking MQTT 5 client of user: what the
@@ -66,7 +67,10 @@ func BenchmarkEnvelopeStamp(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				_, _ = h.OnPublish(cl, bc.pks[i%len(bc.pks)])
+				in := &offline.Inbound{Origin: offline.FromClient, Client: cl, User: "alice", Packet: bc.pks[i%len(bc.pks)]}
+				if h.Admit(in) == nil {
+					in.Settle(true)
+				}
 				i++
 			}
 		})

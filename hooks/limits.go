@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
+	"github.com/mqhub/mqhub/hooks/offline"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -40,10 +41,6 @@ type LimitsOptions struct {
 	// session that mochi no longer lists on the client (the offline hook
 	// keeps them): they count towards MaxSubscriptions.
 	Sessions SessionReader
-	// SendWill, when set, publishes the will of a client disconnected for
-	// a refused message: mochi drops the will of a connection stopped by a
-	// hook, though the client did not end it normally.
-	SendWill func(cl *mqtt.Client)
 	Logger   zerolog.Logger
 }
 
@@ -132,7 +129,7 @@ func (h *Limits) ID() string { return "limits" }
 // Provides implements mqtt.Hook.
 func (h *Limits) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish,
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribe, mqtt.OnSubscribed:
 		return true
 	case mqtt.OnPacketEncode:
@@ -333,53 +330,57 @@ func (h *Limits) publishLimitsOf(cl *mqtt.Client) *publishLimits {
 	return v.(*publishLimits)
 }
 
-// OnPublish refuses a message whose topic is over the topic limits (0x90)
-// or that exceeds the connection's message or byte rate (0x96).
-func (h *Limits) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil
+// Admit is the limits' rule on the entry path (offline.Rule): it refuses
+// a client's message whose topic is over the topic limits (0x90) or that
+// exceeds the connection's message or byte rate (0x96). Wills and the
+// hub's own messages are not rate limited.
+func (h *Limits) Admit(in *offline.Inbound) error {
+	if in.Origin != offline.FromClient {
+		return nil
 	}
+	return h.checkPublish(in.Client, in.Packet)
+}
+
+func (h *Limits) checkPublish(cl *mqtt.Client, pk packets.Packet) error {
 	if code, counter, why := h.checkTopic(pk.TopicName, false); counter != nil {
 		counter.Add(1)
-		return pk, h.refusePublish(cl, pk, code, why)
+		return h.refusePublish(cl, pk, code, why)
 	}
 	if pl := h.publishLimitsOf(cl); pl != nil {
 		now := h.now()
 		if pl.messages != nil && !pl.messages.AllowN(now, 1) {
 			h.stats.PublishRate.Add(1)
-			return pk, h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "message rate exceeded")
+			return h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "message rate exceeded")
 		}
 		if pl.bytes != nil && !takeN(pl.bytes, now, len(pk.Payload)) {
 			h.stats.PublishBytesRate.Add(1)
-			return pk, h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "byte rate exceeded")
+			return h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "byte rate exceeded")
 		}
 	}
-	return pk, nil
+	return nil
 }
 
-// refusePublish answers a refused message and returns the error that makes
-// mochi drop it silently: MQTT 5 QoS 1/2 get PUBACK/PUBREC with the code
-// (mochi would always answer PUBACK), MQTT 5 QoS 0 a DISCONNECT with it,
-// and 3.1.1 clients, which have no reason codes, lose the connection; a
-// disconnected client's will is sent.
+// refusePublish refuses a message: QoS 1/2 get the code as their answer
+// (the entry path sends it in its turn: MQTT 5 PUBACK/PUBREC with the
+// code, 3.1.1 the connection closed), QoS 0, which has no answer, ends
+// the connection (MQTT 5 with DISCONNECT and the code); the will of a
+// disconnected client is then due.
 func (h *Limits) refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code, why string) error {
 	action := "publish refused"
-	switch {
-	case cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0:
-		_ = cl.WritePacket(PublishRefusal(pk, code))
-	default:
+	var err error = code
+	if pk.FixedHeader.Qos == 0 || cl.Properties.ProtocolVersion < 5 {
 		action = "publish refused, client disconnected"
+	}
+	if pk.FixedHeader.Qos == 0 {
 		if cl.Properties.ProtocolVersion == 5 {
 			_ = h.opts.Server.DisconnectClient(cl, code)
 		} else {
 			cl.Stop(code)
 		}
-		if h.opts.SendWill != nil {
-			h.opts.SendWill(cl)
-		}
+		err = offline.ErrIgnore
 	}
 	h.logRefusal(cl, string(cl.Properties.Username), action, code, why, "topic", pk.TopicName)
-	return packets.ErrRejectPacket
+	return err
 }
 
 // OnSubscribe refuses filters over the topic limits or past the

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 
+	"github.com/mqhub/mqhub/hooks/offline"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -246,13 +247,15 @@ func TestLimitsConnectRateAndBoundedState(t *testing.T) {
 	}
 }
 
+// TestLimitsPublishRefusals checks the rule's decisions; the answers on
+// the wire (PUBACK/PUBREC with the code, in order) are the entry path's
+// and are checked in broker's TestPublishLimits.
 func TestLimitsPublishRefusals(t *testing.T) {
 	f := newLimitsFixture(t, LimitsOptions{PublishRate: 1, PublishBytesRate: 100, MaxTopicLevels: 3, MaxTopicLength: 20})
 	publish := func(cl *mqtt.Client, topic string, qos byte, size int) error {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: topic,
 			PacketID: 7, Payload: make([]byte, size)}
-		_, err := f.h.OnPublish(cl, pk)
-		return err
+		return f.h.Admit(&offline.Inbound{Origin: offline.FromClient, Client: cl, Packet: pk})
 	}
 	cl, conn := f.client("p", "192.0.2.1", 5)
 	f.h.OnSessionEstablished(cl, packets.Packet{})
@@ -262,18 +265,15 @@ func TestLimitsPublishRefusals(t *testing.T) {
 		}
 	}
 	for _, qos := range []byte{1, 2} {
-		if err := publish(cl, "a/b", qos, 10); err != packets.ErrRejectPacket {
-			t.Fatalf("QoS %d over the rate: %v, want ErrRejectPacket", qos, err)
+		if err := publish(cl, "a/b", qos, 10); err != packets.ErrMessageRateTooHigh {
+			t.Fatalf("QoS %d over the rate: %v, want 0x96", qos, err)
 		}
 	}
-	if err := publish(cl, "a/b/c/d", 1, 1); err != packets.ErrRejectPacket {
-		t.Fatalf("too many levels: %v", err)
+	if err := publish(cl, "a/b/c/d", 1, 1); err != packets.ErrTopicNameInvalid {
+		t.Fatalf("too many levels: %v, want 0x90", err)
 	}
-	pks := conn.packets(t)
-	if len(pks) != 3 || pks[0].FixedHeader.Type != packets.Puback || pks[0].ReasonCode != 0x96 ||
-		pks[1].FixedHeader.Type != packets.Pubrec || pks[1].ReasonCode != 0x96 ||
-		pks[2].FixedHeader.Type != packets.Puback || pks[2].ReasonCode != 0x90 || pks[0].PacketID != 7 {
-		t.Fatalf("acks %+v, want PUBACK 0x96, PUBREC 0x96, PUBACK 0x90 for packet 7", pks)
+	if pks := conn.packets(t); len(pks) != 0 || cl.Closed() {
+		t.Fatalf("the rule wrote %+v (closed %v); answers are the entry path's", pks, cl.Closed())
 	}
 
 	// Bytes: a fresh client's bucket holds 200; 150 leave 50, so 60 more
@@ -283,34 +283,32 @@ func TestLimitsPublishRefusals(t *testing.T) {
 	if err := publish(b, "x", 1, 150); err != nil {
 		t.Fatal(err)
 	}
-	if err := publish(b, "x", 1, 60); err != packets.ErrRejectPacket {
+	if err := publish(b, "x", 1, 60); err != packets.ErrMessageRateTooHigh {
 		t.Fatalf("over the byte rate: %v", err)
 	}
 
-	// QoS 0 ends the connection: DISCONNECT for MQTT 5, none for 3.1.1.
-	var wills []string
-	f.h.opts.SendWill = func(cl *mqtt.Client) { wills = append(wills, cl.ID) }
+	// QoS 0 has no answer, so it ends the connection: DISCONNECT for
+	// MQTT 5, none for 3.1.1.
 	q0, q0Conn := f.client("q0", "192.0.2.1", 5)
-	if err := publish(q0, "a/b/c/d", 0, 1); err != packets.ErrRejectPacket || !q0.Closed() {
+	if err := publish(q0, "a/b/c/d", 0, 1); err != offline.ErrIgnore || !q0.Closed() {
 		t.Fatalf("QoS 0 with too many levels: %v, closed %v", err, q0.Closed())
 	}
 	if pks := q0Conn.packets(t); len(pks) != 1 || pks[0].FixedHeader.Type != packets.Disconnect || pks[0].ReasonCode != 0x90 {
 		t.Fatalf("got %+v, want DISCONNECT 0x90", pks)
 	}
 	v3, v3Conn := f.client("v3", "192.0.2.1", 4)
-	if err := publish(v3, "0123456789/0123456789", 1, 1); err != packets.ErrRejectPacket || !v3.Closed() {
+	if err := publish(v3, "0123456789/0123456789", 0, 1); err != offline.ErrIgnore || !v3.Closed() {
 		t.Fatalf("3.1.1 topic too long: %v, closed %v", err, v3.Closed())
 	}
 	if pks := v3Conn.packets(t); len(pks) != 0 {
 		t.Fatalf("3.1.1 client got %+v, want nothing", pks)
 	}
-	if len(wills) != 2 {
-		t.Fatalf("wills sent for %v, want q0 and v3", wills)
-	}
 
 	inline := f.server.NewClient(nil, "local", "inline", true)
-	if err := publish(inline, "a/b/c/d/e/f/g/h/i/j/k/l", 0, 10_000); err != nil {
-		t.Fatalf("inline client limited: %v", err)
+	if err := f.h.Admit(&offline.Inbound{Origin: offline.FromHub, Client: inline, Packet: packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b/c/d/e/f/g/h/i/j/k/l", Payload: make([]byte, 10_000),
+	}}); err != nil {
+		t.Fatalf("hub message limited: %v", err)
 	}
 	st := f.h.Stats()
 	if st.PublishRate.Load() != 2 || st.PublishBytesRate.Load() != 1 || st.TopicLevels.Load() != 2 || st.TopicLength.Load() != 1 {

@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 
+	"github.com/mqhub/mqhub/hooks/offline"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -86,6 +87,9 @@ type ReceiptsStats struct {
 	Read        atomic.Int64 // read receipts routed
 	ReadRefused atomic.Int64 // read receipts refused: malformed, or naming nothing addressed to the reader
 	ReadDropped atomic.Int64 // ids dropped from routed read receipts (not addressed to the reader)
+	// DeliveredDropped counts delivered receipts some of the sender's
+	// devices did not get because their queue was full.
+	DeliveredDropped atomic.Int64
 }
 
 // Stats returns the hook's counters.
@@ -112,31 +116,31 @@ func (h *Receipts) ID() string { return "receipts" }
 // Provides implements mqtt.Hook.
 func (h *Receipts) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish:
-		return true
 	}
 	return false
 }
 
-// OnPublish records sent messages and checks read receipts.
-func (h *Receipts) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	user := string(cl.Properties.Username)
-	if cl.Net.Inline || user == "" {
-		return pk, nil
+// Admit is the receipts' rule on the entry path (offline.Rule): it
+// records sent messages and checks and rewrites read receipts, whether
+// they come as a PUBLISH or as a will.
+func (h *Receipts) Admit(in *offline.Inbound) error {
+	user := in.User
+	if in.Origin == offline.FromHub || user == "" {
+		return nil
 	}
-	if owner, sub, ok := userTopic(pk.TopicName); ok {
+	if owner, sub, ok := userTopic(in.Packet.TopicName); ok {
 		switch sub {
 		case subtopicInbox:
-			h.recordSent(cl, pk, user)
+			h.recordSent(in.Client, in.Packet, user)
 		case subtopicReceipts:
-			return h.read(cl, pk, owner, user)
+			return h.read(in, owner, user)
 		}
-		return pk, nil
+		return nil
 	}
-	if _, ok := groupTopic(pk.TopicName); ok {
-		h.recordSent(cl, pk, user)
+	if _, ok := groupTopic(in.Packet.TopicName); ok {
+		h.recordSent(in.Client, in.Packet, user)
 	}
-	return pk, nil
+	return nil
 }
 
 // recordSent submits the sent record before the offline hook submits the
@@ -159,7 +163,8 @@ func (h *Receipts) recordSent(cl *mqtt.Client, pk packets.Packet, user string) {
 
 // read checks a read receipt from reader for sender's messages and
 // rewrites it as the hub delivers it.
-func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader string) (packets.Packet, error) {
+func (h *Receipts) read(msg *offline.Inbound, sender, reader string) error {
+	cl, pk := msg.Client, &msg.Packet
 	var in struct {
 		Status string   `json:"status"`
 		IDs    []string `json:"ids"`
@@ -168,7 +173,7 @@ func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader strin
 		h.sampled.Info().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).
 			Msg(`receipt refused: the payload must be {"status":"read","ids":[...]} with 1 to 1000 ids`)
 		h.stats.ReadRefused.Add(1)
-		return pk, refusePublish(cl, pk, packets.ErrPayloadFormatInvalid)
+		return refuseReceipt(msg, packets.ErrPayloadFormatInvalid)
 	}
 	valid := make([]string, 0, len(in.IDs))
 	for _, id := range in.IDs {
@@ -180,11 +185,11 @@ func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader strin
 		h.sampled.Warn().Str("client_id", cl.ID).Str("user", reader).Str("topic", pk.TopicName).Int("ids", len(in.IDs)).
 			Msg("read receipt refused: none of its messages was addressed to the reader")
 		h.stats.ReadRefused.Add(1)
-		return pk, refusePublish(cl, pk, packets.ErrNotAuthorized)
+		return refuseReceipt(msg, packets.ErrNotAuthorized)
 	}
 	payload, err := json.Marshal(Receipt{Status: StatusRead, IDs: valid, By: reader, TS: h.opts.Now().UnixMilli()})
 	if err != nil {
-		return pk, err
+		return err
 	}
 	h.stats.Read.Add(1)
 	h.stats.ReadDropped.Add(int64(len(in.IDs) - len(valid)))
@@ -192,7 +197,7 @@ func (h *Receipts) read(cl *mqtt.Client, pk packets.Packet, sender, reader strin
 	pk.Properties.ContentType = "application/json"
 	pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
 	pk.FixedHeader.Retain = false
-	return pk, nil
+	return nil
 }
 
 // addressedTo reports whether sender's message id went to reader: to the
@@ -232,6 +237,19 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 		return true
 	}
 	h.stats.Delivered.Add(1)
+	route := func(err error) {
+		if errors.Is(err, storage.ErrQueueFull) {
+			// The recipient's acknowledgement must take the message out of
+			// her queue whatever happens to the receipt: a receipt the
+			// sender's devices have no room for is dropped for them (the
+			// others got it), counted, and never holds her queue hostage.
+			h.stats.DeliveredDropped.Add(1)
+			h.sampled.Warn().Err(err).Str("user", sender).Str("id", id).Str("by", user).
+				Msg("delivered receipt dropped for devices whose queue is full")
+			err = nil
+		}
+		done(err)
+	}
 	h.opts.Router.RouteAsync(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   "u/" + sender + "/" + subtopicReceipts,
@@ -240,7 +258,7 @@ func (h *Receipts) Delivered(clientID, user string, m *storage.Message, done fun
 			ContentType:   "application/json",
 			PayloadFormat: 1, PayloadFormatFlag: true,
 		},
-	}, done)
+	}, route)
 	return true
 }
 
@@ -282,20 +300,14 @@ func userProperty(props []packets.UserProperty, key string) string {
 	return ""
 }
 
-// refusePublish answers a publish the hub will not route and returns the
-// error that stops mochi: MQTT 5 gets PUBACK/PUBREC with code; QoS 0, and
-// MQTT 3.1.1 which has no reason codes, get it acknowledged and dropped
-// (closing a 3.1.1 connection over a bad receipt would only make the
-// client send it again).
-func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
-	if pk.FixedHeader.Qos == 0 {
-		return packets.ErrRejectPacket
+// refuseReceipt refuses a read receipt with code. MQTT 3.1.1, which has no
+// reason codes, gets it acknowledged and dropped: closing the connection
+// over a bad receipt would only make the client send it again.
+func refuseReceipt(in *offline.Inbound, code packets.Code) error {
+	if in.Origin == offline.FromClient && in.Client.Properties.ProtocolVersion < 5 {
+		return offline.ErrIgnore
 	}
-	if cl.Properties.ProtocolVersion < 5 {
-		return packets.CodeSuccessIgnore
-	}
-	_ = cl.WritePacket(PublishRefusal(pk, code))
-	return packets.ErrRejectPacket
+	return code
 }
 
 var _ mqtt.Hook = (*Receipts)(nil)

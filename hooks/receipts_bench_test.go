@@ -11,11 +11,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mqhub/mqhub/hooks"
+	"github.com/mqhub/mqhub/hooks/offline"
 	"github.com/mqhub/mqhub/storage"
 )
 
 // BenchmarkReadReceiptCheck is the hub's work on a read receipt (Receipts
-// .OnPublish): parse it, look up every id's sent record in a real store
+// .Admit): parse it, look up every id's sent record in a real store
 // (one Badger read transaction each; the 1,000 records are still in the
 // memtable, as a hub's recent messages are), keep those sent to the reader
 // and write the rewritten payload. Direct messages only, so no Membership
@@ -58,7 +59,9 @@ func BenchmarkReadReceiptCheck(b *testing.B) {
 			}
 			pk := benchPublish("u/alice/receipts", "")
 			pk.Payload = payload
-			out, err := h.OnPublish(bob, pk)
+			in := &offline.Inbound{Origin: offline.FromClient, Client: bob, User: "bob", Packet: pk}
+			err = h.Admit(in)
+			out := in.Packet
 			if err != nil {
 				b.Fatalf("receipt refused: %v", err)
 			}
@@ -68,7 +71,7 @@ func BenchmarkReadReceiptCheck(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				_, _ = h.OnPublish(bob, pk)
+				_ = h.Admit(&offline.Inbound{Origin: offline.FromClient, Client: bob, User: "bob", Packet: pk})
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/id")
 		})

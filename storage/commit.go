@@ -150,6 +150,11 @@ func (s *Store) commitBatch(ops []op) {
 	}
 }
 
+// appender is an op that appends entries (enqueueOp, enqueueAllOp).
+type appender interface {
+	appended(fn func(session string, seq uint64, m *Message, size int64))
+}
+
 // publish makes a batch's queue changes visible to Read and tells
 // Options.OnVisible which sessions changed.
 func (s *Store) publish(b *batch) {
@@ -167,7 +172,7 @@ func (s *Store) publish(b *batch) {
 	s.mu.Unlock()
 	if s.opts.OnAppended != nil {
 		for _, st := range b.done {
-			if o, ok := st.o.(*enqueueOp); ok {
+			if o, ok := st.o.(appender); ok {
 				o.appended(s.opts.OnAppended)
 			}
 		}

@@ -101,59 +101,75 @@ type enqueueOp struct {
 func (o *enqueueOp) apply(b *batch) error {
 	o.seqs = make([]uint64, len(o.sessions))
 	o.refused, o.stored, o.dropped, o.aged = o.refused[:0], 0, 0, 0
-	lim := o.s.opts.Queue
-	memLim := lim
-	if m := o.s.opts.MemoryQueueMaxBytes; m > 0 && (lim.MaxBytes == 0 || m < lim.MaxBytes) {
-		memLim.MaxBytes = m
-	}
-	size := int64(len(o.val))
 	for i, id := range o.sessions {
 		if j := slices.Index(o.sessions[:i], id); j >= 0 {
 			o.seqs[i] = o.seqs[j]
 			continue
 		}
-		st, err := b.queue(id)
+		r, err := b.append(id, o.val)
 		if err != nil {
 			return err
 		}
-		if lim.MaxAge > 0 {
-			n, err := b.dropAged(st)
-			if err != nil {
-				return err
-			}
-			o.aged += n
-		}
-		lim := lim
-		if st.mem != nil {
-			lim = memLim
-		}
-		for overLimit(lim, st.work, size) {
-			if lim.Policy == PolicyRefuseNew || st.work.count == 0 {
-				break
-			}
-			found, err := b.dropHead(st)
-			if err != nil {
-				return err
-			}
-			if !found {
-				break
-			}
-			o.dropped++
-		}
-		if overLimit(lim, st.work, size) {
+		o.dropped += r.dropped
+		o.aged += r.aged
+		if r.seq == 0 {
 			o.refused = append(o.refused, id)
 			continue
 		}
-		seq := st.work.next
-		st.work.next++
-		st.work.count++
-		st.work.bytes += size
-		st.work.forget = false
-		b.putEntry(st, seq, o.val)
-		o.seqs[i] = seq
+		o.seqs[i] = r.seq
 		o.stored++
 	}
 	return nil
+}
+
+// appendResult is what appending one entry to one queue did.
+type appendResult struct {
+	seq     uint64 // the entry's sequence number; 0: refused, the queue is full
+	dropped int    // oldest entries dropped for room (PolicyDropOldest)
+	aged    int    // entries dropped as older than MaxAge
+}
+
+// append stages val as the next entry of session id's queue, under the
+// queue's limits and policy.
+func (b *batch) append(id string, val []byte) (appendResult, error) {
+	var r appendResult
+	lim := b.s.opts.Queue
+	size := int64(len(val))
+	st, err := b.queue(id)
+	if err != nil {
+		return r, err
+	}
+	if lim.MaxAge > 0 {
+		if r.aged, err = b.dropAged(st); err != nil {
+			return r, err
+		}
+	}
+	if m := b.s.opts.MemoryQueueMaxBytes; st.mem != nil && m > 0 && (lim.MaxBytes == 0 || m < lim.MaxBytes) {
+		lim.MaxBytes = m
+	}
+	for overLimit(lim, st.work, size) {
+		if lim.Policy == PolicyRefuseNew || st.work.count == 0 {
+			break
+		}
+		found, err := b.dropHead(st)
+		if err != nil {
+			return r, err
+		}
+		if !found {
+			break
+		}
+		r.dropped++
+	}
+	if overLimit(lim, st.work, size) {
+		return r, nil
+	}
+	r.seq = st.work.next
+	st.work.next++
+	st.work.count++
+	st.work.bytes += size
+	st.work.forget = false
+	b.putEntry(st, r.seq, val)
+	return r, nil
 }
 
 // appended reports each queue the message was stored in, once per queue.

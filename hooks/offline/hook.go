@@ -33,6 +33,10 @@ type Options struct {
 // Rules are what the hook asks of the access and messaging hooks, which
 // are created after it (they route through it). Every field may be nil.
 type Rules struct {
+	// Admit are the messaging rules every message entering the hub meets,
+	// in order, whatever its way in (entry.go): access, limits, the
+	// envelope, receipts. The first error stops the message.
+	Admit []Rule
 	// CanRead, when set, is asked before a message is queued for a session
 	// and again before it is sent, so that revoked access also stops
 	// messages already queued. Nil allows everything.
@@ -76,6 +80,8 @@ type Stats struct {
 	Revoked      atomic.Int64 // queued entries dropped because the session may no longer read them
 	Restored     atomic.Int64 // sessions restored from the store at start
 	ExpiredTotal atomic.Int64 // sessions deleted because their expiry passed
+	WillsSent    atomic.Int64 // wills published (will.go)
+	WillsRefused atomic.Int64 // wills the rules refused or the store could not take
 }
 
 // Hook is the durable-session hook. Create it with New, add it to the
@@ -93,12 +99,17 @@ type Hook struct {
 	acks         acker        // entries to remove once their receipts are durable
 	index        index        // subscriptions of our sessions
 
-	pipelines sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
+	pipelines    sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
+	unsubscribed sync.Map // *mqtt.Client -> unsubscribed, from OnUnsubscribed to its UNSUBACK
 
 	mu       sync.Mutex
 	sessions map[string]*session // sessions by client ID: persistent ones and connected clean ones
 	stopped  bool
-	senders  sync.WaitGroup
+	// wills of connected clients, taken from mochi (will.go), and the
+	// timers of delayed wills by client ID.
+	wills        map[*mqtt.Client]mqtt.Will
+	delayedWills map[string]*time.Timer
+	senders      sync.WaitGroup
 
 	stats Stats
 }
@@ -122,6 +133,8 @@ func New(opts Options) *Hook {
 		rules:        opts.Rules,
 		hub:          opts.Server.NewClient(nil, hubListener, "", true),
 		sessions:     map[string]*session{},
+		wills:        map[*mqtt.Client]mqtt.Will{},
+		delayedWills: map[string]*time.Timer{},
 	}
 	h.acks.h = h
 	return h
@@ -135,7 +148,7 @@ func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
-		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnWillSent,
+		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired:
 		return true
 	}
@@ -203,6 +216,7 @@ func (h *Hook) OnStopped() {
 		all = append(all, s)
 	}
 	h.mu.Unlock()
+	h.stopWills()
 	for _, s := range all {
 		s.detach(nil)
 	}

@@ -36,11 +36,13 @@ type pipeline struct {
 }
 
 type pipelined struct {
+	in        *Inbound // nil for an answer decided on arrival
 	pk        packets.Packet
 	online    []*sender
 	remaining atomic.Int32 // writes not yet committed
 	mu        sync.Mutex
 	err       error
+	decided   bool // err is the answer, known on arrival (answer)
 }
 
 func (h *Hook) pipelineOf(cl *mqtt.Client) *pipeline {
@@ -55,26 +57,52 @@ func (h *Hook) pipelineOf(cl *mqtt.Client) *pipeline {
 	return actual.(*pipeline)
 }
 
+// pipelineBusy reports whether a connection has QoS 1 publishes waiting
+// for, or getting, their PUBACK. Only the connection's reader adds to a
+// pipeline, so when the reader sees none, an answer it writes at once is
+// in order.
+func (h *Hook) pipelineBusy(cl *mqtt.Client) bool {
+	p, ok := h.pipelines.Load(cl)
+	return ok && len(p.(*pipeline).slots) > 0
+}
+
 // add starts the durable writes of one publish; PUBACK follows when they
-// commit. It blocks only while maxPipelined publishes are waiting.
-func (p *pipeline) add(pk packets.Packet, routes []route, online []*sender) {
-	p.slots <- struct{}{}
-	e := &pipelined{pk: pk, online: online}
-	e.remaining.Store(int32(countWrites(routes)))
-	p.mu.Lock()
-	p.pending = append(p.pending, e)
-	p.mu.Unlock()
+// commit, and in.settle learns the outcome. A publish with nothing to
+// store (routes empty) is answered in its turn. It blocks only while
+// maxPipelined publishes are waiting.
+func (p *pipeline) add(in *Inbound, routes []route, online []*sender) {
+	e := &pipelined{in: in, pk: in.Packet, online: online}
+	if len(routes) > 0 {
+		e.remaining.Store(1)
+	}
+	p.push(e)
+	if len(routes) == 0 {
+		p.kick()
+		return
+	}
 	p.h.startWrites(p.cl, routes, func(err error) { p.written(e, err) })
 }
 
-// written records the outcome of one write; it may run on the store's
-// commit goroutine, so it only records and kicks.
+// answer queues the answer to a publish decided on arrival (a refusal, a
+// duplicate), so that it leaves after the PUBACKs of earlier publishes.
+func (p *pipeline) answer(pk packets.Packet, err error) {
+	p.push(&pipelined{pk: pk, err: err, decided: true})
+	p.kick()
+}
+
+func (p *pipeline) push(e *pipelined) {
+	p.slots <- struct{}{}
+	p.mu.Lock()
+	p.pending = append(p.pending, e)
+	p.mu.Unlock()
+}
+
+// written records the outcome of the publish's write; it may run on the
+// store's commit goroutine, so it only records and kicks.
 func (p *pipeline) written(e *pipelined, err error) {
 	if err != nil {
 		e.mu.Lock()
-		if e.err == nil {
-			e.err = err
-		}
+		e.err = err
 		e.mu.Unlock()
 	}
 	if e.remaining.Add(-1) == 0 {
@@ -108,20 +136,18 @@ func (p *pipeline) complete(e *pipelined) {
 	e.mu.Lock()
 	err := e.err
 	e.mu.Unlock()
+	if e.decided {
+		_ = p.h.tell(p.cl, e.pk, err)
+		return
+	}
 	if err != nil {
+		e.in.Settle(false)
 		_ = p.h.refuse(p.cl, e.pk, err)
 		return
 	}
+	e.in.Settle(true)
 	pk := e.pk
-	if pk.FixedHeader.Retain || p.h.mochiSubscribed(pk.TopicName) {
-		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
-		if err := p.h.server.InjectPacket(p.relay, pk); err != nil {
-			p.h.sampled.Warn().Err(err).Str("client_id", p.cl.ID).Str("topic", pk.TopicName).Msg("stored message not handed to other subscribers")
-		}
-		// The message was counted when it arrived; the relay must not count it twice.
-		atomic.AddInt64(&p.h.server.Info.MessagesReceived, -1)
-		atomic.AddInt64(&p.h.server.Info.PacketsReceived, -1)
-	}
+	p.h.relay(p.relay, pk)
 	for _, sd := range e.online {
 		sd.kick()
 	}
@@ -130,6 +156,22 @@ func (p *pipeline) complete(e *pipelined) {
 		PacketID:    pk.PacketID,
 		ReasonCode:  packets.CodeSuccess.Code,
 	})
+}
+
+// relay hands a stored message to mochi, when it has something to do with
+// it (a retained message to keep, or subscribers of its own: shared and
+// inline ones), through an inline client that OnPublish lets through.
+func (h *Hook) relay(relay *mqtt.Client, pk packets.Packet) {
+	if !pk.FixedHeader.Retain && !h.mochiSubscribed(pk.TopicName) {
+		return
+	}
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
+	if err := h.server.InjectPacket(relay, pk); err != nil {
+		h.sampled.Warn().Err(err).Str("client_id", relay.ID).Str("topic", pk.TopicName).Msg("stored message not handed to other subscribers")
+	}
+	// The message was counted when it arrived; the relay must not count it twice.
+	atomic.AddInt64(&h.server.Info.MessagesReceived, -1)
+	atomic.AddInt64(&h.server.Info.PacketsReceived, -1)
 }
 
 // mochiSubscribed reports whether mochi's own index (shared and inline

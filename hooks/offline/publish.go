@@ -10,97 +10,123 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/storage"
 )
 
-// maxSessionsPerWrite bounds the sessions of one queue write, so that a
-// message for a large group stays within one Badger transaction.
-const maxSessionsPerWrite = 256
+// maxAtomicSessions bounds the sessions of a publish stored in one
+// all-or-nothing write (storage.EnqueueAllAsync), so that it stays within
+// one Badger transaction; a publish to more sessions (a very large group)
+// is stored in writes of maxSessionsPerWrite, and a full queue among them
+// refuses the publish without taking it back from the others.
+const (
+	maxAtomicSessions   = 4096
+	maxSessionsPerWrite = 256
+)
 
-// write is one queue write of a message: the sessions it goes to, all
-// seeing the same retain flag.
-type write struct {
-	ids    []string
-	retain bool
-}
-
-// route is a message and the queue writes that store it.
+// route is a message and the sessions whose queues store it, split by the
+// retain flag they see.
 type route struct {
-	pk     packets.Packet
-	writes []write
+	pk              packets.Packet
+	plain, retained []string
 }
+
+func (r route) sessions() int { return len(r.plain) + len(r.retained) }
 
 // hubListener names the inline client that publishes the hub's own
 // messages through RouteAsync.
 const hubListener = "mqhub-hub"
 
 // OnPublish runs on the publisher's read goroutine before mochi sends
-// PUBACK/PUBREC. A QoS 1/2 message for our sessions is appended to their
-// queues before it is acknowledged; if it cannot be stored, the publisher
-// is refused (MQTT 5: PUBACK/PUBREC with a reason code; 3.1.1, which has
-// none: the connection is closed, so the client re-sends after
-// reconnecting).
+// PUBACK/PUBREC: it is the entry path of clients' publishes (entry.go),
+// topic aliases resolved. The rules run first; then a QoS 1/2 message for
+// our sessions is stored for all of them before it is acknowledged; if it
+// cannot be, the publisher is refused for every destination (MQTT 5:
+// PUBACK/PUBREC with a reason code; 3.1.1, which has none: the connection
+// is closed, so the client re-sends after reconnecting).
 //
 // A QoS 1 publish from a client is pipelined (pipeline.go): the reader
-// goes on while the write commits, and the PUBACK follows it. QoS 2 and
+// goes on while the write commits, and the PUBACK follows it, after the
+// PUBACKs of the publishes before it whatever decided them. QoS 2 and
 // server-side publishes wait for the commit here.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline && cl.Net.Listener == relayListener {
 		return pk, nil // a stored message coming back from the pipeline
 	}
-	routes, online := h.routes(cl, pk)
-	if len(routes) == 0 {
-		return pk, nil
+	in := &Inbound{Origin: FromClient, Client: cl, User: string(cl.Properties.Username), Packet: pk}
+	if cl.Net.Inline {
+		in.Origin = FromHub
 	}
-	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
-		h.pipelineOf(cl).add(pk, routes, online)
+	h.setExpiry(&in.Packet, time.Now())
+	if err := h.admit(in); err != nil {
+		in.Settle(false)
+		return in.Packet, h.answer(cl, in.Packet, err)
+	}
+	pk = in.Packet
+	routes, online := h.routes(cl, pk)
+	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline && (len(routes) > 0 || h.pipelineBusy(cl)) {
+		h.pipelineOf(cl).add(in, routes, online)
 		return pk, packets.ErrRejectPacket // mochi neither acknowledges nor delivers: the pipeline will
 	}
-	if err := h.enqueue(cl, routes); err != nil {
-		return pk, h.refuse(cl, pk, err)
+	if len(routes) > 0 {
+		if err := h.enqueue(cl, routes); err != nil {
+			in.Settle(false)
+			return pk, h.refuse(cl, pk, err)
+		}
 	}
+	in.Settle(true)
 	for _, sd := range online {
 		sd.kick()
 	}
 	return pk, nil
 }
 
-// OnWillSent routes a will to our sessions: mochi publishes wills straight
-// to its own index, without OnPublish.
-func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
-	// Mochi keeps a delayed will's send time in Expiry; the message itself
-	// expires like any other.
-	pk.Expiry = 0
-	if max := h.server.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 {
-		pk.Expiry = time.Now().Unix() + max
+// answer tells a client that its publish will not be delivered, and
+// returns the error that stops mochi from doing anything more with it.
+// A QoS 1 answer waits its turn behind the connection's pipelined
+// publishes [MQTT-4.6.0-2].
+func (h *Hook) answer(cl *mqtt.Client, pk packets.Packet, err error) error {
+	if pk.FixedHeader.Qos == 1 && !cl.Net.Inline && h.pipelineBusy(cl) {
+		h.pipelineOf(cl).answer(pk, err)
+		return packets.ErrRejectPacket
 	}
-	writes, online := h.plan(cl, pk, "")
-	if len(writes) > 0 {
-		if err := h.enqueue(cl, []route{{pk, writes}}); err != nil {
-			h.stats.Refused.Add(1)
-			h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("topic", pk.TopicName).Msg("will not queued")
-			return
-		}
+	return h.tell(cl, pk, err)
+}
+
+// tell answers a publish that will not be delivered, now. ErrIgnore is
+// acknowledged as success; a refusal gets its reason code (MQTT 5 QoS
+// 1/2), is dropped (QoS 0), or closes the connection (MQTT 3.1.1 QoS 1/2,
+// which has no negative acknowledgement [MQTT-3.3.5-2]).
+func (h *Hook) tell(cl *mqtt.Client, pk packets.Packet, err error) error {
+	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
+		return packets.ErrRejectPacket
 	}
-	for _, sd := range online {
-		sd.kick()
+	ignore := errors.Is(err, ErrIgnore)
+	switch {
+	case ignore && pk.FixedHeader.Qos == 2:
+		return packets.CodeSuccessIgnore // mochi answers PUBREC and finishes the QoS 2 flow
+	case ignore:
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	case cl.Properties.ProtocolVersion < 5:
+		cl.Stop(refusalCode(err))
+	default:
+		_ = cl.WritePacket(publishRefusal(pk, refusalCode(err)))
 	}
+	return packets.ErrRejectPacket
 }
 
 // routes plans a publish and the copies the rules add to it (Rules.Copies).
 func (h *Hook) routes(cl *mqtt.Client, pk packets.Packet) (routes []route, online []*sender) {
-	writes, online := h.plan(cl, pk, "")
-	if len(writes) > 0 {
-		routes = append(routes, route{pk, writes})
+	r, online := h.plan(cl, pk, "")
+	if r.sessions() > 0 {
+		routes = append(routes, r)
 	}
 	if h.rules.Copies == nil || cl.Net.Inline {
 		return routes, online
 	}
 	for _, c := range h.rules.Copies(cl, pk) {
-		w, o := h.plan(cl, c, cl.ID)
-		if len(w) > 0 {
-			routes = append(routes, route{c, w})
+		r, o := h.plan(cl, c, cl.ID)
+		if r.sessions() > 0 {
+			routes = append(routes, r)
 		}
 		online = append(online, o...)
 	}
@@ -110,12 +136,13 @@ func (h *Hook) routes(cl *mqtt.Client, pk packets.Packet) (routes []route, onlin
 // plan finds the sessions a message goes to; exclude, when set, is a
 // client ID that does not get it. QoS 0 and ephemeral messages are handed
 // to the online sessions here and never queued; for QoS 1/2 it returns the
-// queue writes (sessions split by the retain flag they see, in chunks) and
-// the senders to wake once the message is stored.
-func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes []write, online []*sender) {
+// route (sessions split by the retain flag they see) and the senders to
+// wake once the message is stored.
+func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (r route, online []*sender) {
+	r.pk = pk
 	subscribers := h.index.subscribers(pk.TopicName)
 	if len(subscribers) == 0 {
-		return nil, nil
+		return r, nil
 	}
 	qos := pk.FixedHeader.Qos
 	if qos > 0 && h.rules.Ephemeral != nil && h.rules.Ephemeral(pk.TopicName) {
@@ -125,7 +152,6 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes 
 	if !cl.Net.Inline && h.rules.Blocked != nil {
 		sender = string(cl.Properties.Username)
 	}
-	var plain, retained []string
 	var live *packets.Packet // the QoS 0 packet sent to online sessions
 	for _, id := range subscribers {
 		s := h.sessionOf(id)
@@ -154,75 +180,115 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (writes 
 		}
 		s.queued.Store(true)
 		if pk.FixedHeader.Retain && keepRetain {
-			retained = append(retained, id)
+			r.retained = append(r.retained, id)
 		} else {
-			plain = append(plain, id)
+			r.plain = append(r.plain, id)
 		}
 		if sd := s.online(); sd != nil {
 			online = append(online, sd)
 		}
 	}
-	for _, group := range []write{{plain, false}, {retained, true}} {
-		for len(group.ids) > 0 {
-			n := min(len(group.ids), maxSessionsPerWrite)
-			writes = append(writes, write{group.ids[:n], group.retain})
-			group.ids = group.ids[n:]
-		}
-	}
-	return writes, online
+	return r, online
 }
 
-// startWrites submits the queue writes of messages; done is called once
-// per write, possibly on the store's commit goroutine, so it must not
-// block.
+// deliveries are the store writes of a route: one per retain flag.
+func (r route) deliveries(cl *mqtt.Client) []storage.Delivery {
+	var out []storage.Delivery
+	if len(r.plain) > 0 {
+		out = append(out, storage.Delivery{Sessions: r.plain, Message: toMessage(cl, r.pk, false)})
+	}
+	if len(r.retained) > 0 {
+		out = append(out, storage.Delivery{Sessions: r.retained, Message: toMessage(cl, r.pk, true)})
+	}
+	return out
+}
+
+// startWrites stores the messages of a publish: in one all-or-nothing
+// write when it goes to at most maxAtomicSessions sessions, else in
+// several. done is called once, possibly on the store's commit goroutine,
+// so it must not block.
 func (h *Hook) startWrites(cl *mqtt.Client, routes []route, done func(error)) {
+	var all []storage.Delivery
+	n := 0
 	for _, r := range routes {
-		h.startRoute(cl, r, done)
+		all = append(all, r.deliveries(cl)...)
+		n += r.sessions()
 	}
-}
-
-func (h *Hook) startRoute(cl *mqtt.Client, r route, done func(error)) {
-	for _, w := range r.writes {
-		n := int64(len(w.ids))
-		err := h.store.EnqueueAsync(w.ids, toMessage(cl, r.pk, w.retain), func(_ []uint64, err error) {
+	if n <= maxAtomicSessions {
+		err := h.store.EnqueueAllAsync(all, func(err error) {
 			if err == nil {
-				h.stats.Enqueued.Add(n)
+				h.stats.Enqueued.Add(int64(n))
 			}
 			done(err)
 		})
 		if err != nil {
 			done(err)
 		}
+		return
+	}
+	h.startChunked(all, done)
+}
+
+// startChunked stores deliveries in writes of maxSessionsPerWrite sessions
+// and calls done once with the first error, when all are done.
+func (h *Hook) startChunked(all []storage.Delivery, done func(error)) {
+	var writes []storage.Delivery
+	for _, d := range all {
+		for ids := d.Sessions; len(ids) > 0; {
+			k := min(len(ids), maxSessionsPerWrite)
+			writes = append(writes, storage.Delivery{Sessions: ids[:k], Message: d.Message})
+			ids = ids[k:]
+		}
+	}
+	var (
+		remaining atomic.Int32
+		mu        sync.Mutex
+		first     error
+	)
+	remaining.Store(int32(len(writes)))
+	finish := func(err error) {
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+		if remaining.Add(-1) > 0 {
+			return
+		}
+		mu.Lock()
+		err = first
+		mu.Unlock()
+		done(err)
+	}
+	for _, w := range writes {
+		k := int64(len(w.Sessions))
+		err := h.store.EnqueueAsync(w.Sessions, w.Message, func(_ []uint64, err error) {
+			if err == nil {
+				h.stats.Enqueued.Add(k)
+			}
+			finish(err)
+		})
+		if err != nil {
+			finish(err)
+		}
 	}
 }
 
-// countWrites is the number of queue writes of routes.
-func countWrites(routes []route) int {
-	n := 0
-	for _, r := range routes {
-		n += len(r.writes)
-	}
-	return n
-}
-
-// enqueue writes the messages and waits until every write committed (they
-// join the same group commit).
+// enqueue stores the messages of a publish and waits until the write
+// committed.
 func (h *Hook) enqueue(cl *mqtt.Client, routes []route) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.writeTimeout)
 	defer cancel()
-	n := countWrites(routes)
-	results := make(chan error, n)
-	h.startWrites(cl, routes, func(err error) { results <- err })
-	var errs []error
-	for range n {
-		select {
-		case err := <-results:
-			errs = append(errs, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	result := make(chan error, 1)
+	h.startWrites(cl, routes, func(err error) { result <- err })
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return errors.Join(errs...)
 }
 
 // refuse answers a publish that could not be stored and returns the error
@@ -235,51 +301,26 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, err error) error {
 	}
 	h.sampled.Warn().Err(err).Str("client_id", cl.ID).Str("user", string(cl.Properties.Username)).
 		Str("topic", pk.TopicName).Str("reason", code.Reason).Msg("publish refused: not stored")
-	switch {
-	case cl.Net.Inline:
-		// A server-side publisher: the error is its to handle.
-	case cl.Properties.ProtocolVersion == 5:
-		_ = cl.WritePacket(hooks.PublishRefusal(pk, code))
-	default:
-		cl.Stop(code)
-	}
-	return packets.ErrRejectPacket
+	return h.tell(cl, pk, code)
 }
 
 // RouteAsync delivers a message the hub publishes itself (a receipt) to
 // the sessions subscribed to its topic, queueing it like any QoS 1/2
-// message. done is called once, when every queue write is durable or one
-// failed, possibly on the store's commit goroutine: it must not block.
-// Mochi's own subscribers (shared subscriptions) do not get it.
+// message: every queue with room gets it (a full one does not take it
+// back from the others). done is called once, when every queue write is
+// durable or one failed (the first error), possibly on the store's commit
+// goroutine: it must not block. Mochi's own subscribers (shared
+// subscriptions) do not get it.
 func (h *Hook) RouteAsync(pk packets.Packet, done func(error)) {
-	writes, online := h.plan(h.hub, pk, "")
-	if len(writes) == 0 {
+	r, online := h.plan(h.hub, pk, "")
+	if r.sessions() == 0 {
 		done(nil)
 		return
 	}
-	var (
-		remaining atomic.Int32
-		mu        sync.Mutex
-		first     error
-	)
-	remaining.Store(int32(len(writes)))
-	h.startRoute(h.hub, route{pk, writes}, func(err error) {
-		if err != nil {
-			mu.Lock()
-			if first == nil {
-				first = err
-			}
-			mu.Unlock()
-		}
-		if remaining.Add(-1) > 0 {
-			return
-		}
+	h.startChunked(r.deliveries(h.hub), func(err error) {
 		for _, sd := range online {
 			sd.kick()
 		}
-		mu.Lock()
-		err = first
-		mu.Unlock()
 		done(err)
 	})
 }

@@ -482,13 +482,16 @@ func (h *Hook) Visible(sessions []string) {
 	}
 }
 
-// OnPacketRead sees acknowledgements before mochi does. Completion is
+// OnPacketRead sees PUBLISH packets before mochi checks them (frontDoor)
+// and acknowledgements before mochi does. Completion is
 // tracked here rather than in OnQosComplete because mochi keeps inbound and
 // outbound packet IDs in one map (mochi #545): an inbound QoS 2 PUBLISH
 // reusing one of our IDs deletes our entry, and mochi would then ignore
 // the PUBACK for it.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		return h.frontDoor(cl, pk)
 	case packets.Puback, packets.Pubcomp:
 	case packets.Pubrec:
 		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {

@@ -189,6 +189,7 @@ func (s *session) record() storage.Session {
 // our subscriptions from mochi's inheritance (mochi would put them back in
 // its own index); a clean start discards the stored session.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	h.cancelWill(cl.ID) // [MQTT-3.1.3-9]
 	s := h.sessionOf(cl.ID)
 	if s == nil {
 		return
@@ -207,6 +208,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // OnSessionEstablished runs after CONNACK and before the client's first
 // packet is read: delivery of the queue starts here.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.takeWill(cl)
 	s := h.sessionOf(cl.ID)
 	resumed := s != nil
 	if s == nil {
@@ -257,6 +259,8 @@ func expiryInterval(server *mqtt.Server, cl *mqtt.Client) uint32 {
 // (clean, or MQTT 5 session expiry 0) is deleted with its queue.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.forgetPipeline(cl)
+	h.unsubscribed.Delete(cl)
+	h.endWill(cl, err, expire)
 	s := h.sessionOf(cl.ID)
 	if s == nil || !s.detach(cl) {
 		return // not ours, or an old connection of a session taken over
@@ -316,18 +320,57 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 }
 
 // OnUnsubscribed removes subscriptions from our index and the record.
+// Mochi answered each filter from its own index, where our subscriptions
+// are not: the ones we held get their 0x00 in OnPacketEncode.
 func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	s := h.sessionOf(cl.ID)
 	if s == nil || s.current(cl) == nil {
 		return
 	}
-	for _, sub := range pk.Filters {
+	held := make([]bool, len(pk.Filters))
+	for i, sub := range pk.Filters {
 		h.index.unsubscribe(cl.ID, sub.Filter)
 		s.mu.Lock()
+		n := len(s.rec.Subscriptions)
 		s.rec.Subscriptions = slices.DeleteFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
+		held[i] = len(s.rec.Subscriptions) < n
 		s.mu.Unlock()
 	}
+	h.unsubscribed.Store(cl, unsubscribed{packetID: pk.PacketID, held: held})
 	h.saveSession(s)
+}
+
+// unsubscribed is what an UNSUBSCRIBE removed from our index, for its
+// UNSUBACK.
+type unsubscribed struct {
+	packetID uint16
+	held     []bool
+}
+
+// OnPacketEncode corrects mochi's UNSUBACK: mochi answers 0x11 (no
+// subscription existed) for every filter missing from its own index,
+// which never holds our sessions' subscriptions. It runs on the same
+// goroutine as OnUnsubscribed, right after it.
+func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Unsuback {
+		return pk
+	}
+	v, ok := h.unsubscribed.LoadAndDelete(cl)
+	if !ok {
+		return pk
+	}
+	u := v.(unsubscribed)
+	if u.packetID != pk.PacketID || len(u.held) != len(pk.ReasonCodes) {
+		return pk
+	}
+	codes := slices.Clone(pk.ReasonCodes)
+	for i, held := range u.held {
+		if held && codes[i] == packets.CodeNoSubscriptionExisted.Code {
+			codes[i] = packets.CodeSuccess.Code
+		}
+	}
+	pk.ReasonCodes = codes
+	return pk
 }
 
 // saveSession writes a persistent session's record durably; a failure is
