@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -45,7 +46,7 @@ type AuthOptions struct {
 	// Groups answers group membership for g/ topics; nil keeps g/ closed.
 	Groups Membership
 	// ACL decides topics outside the hub's own namespaces; nil leaves them
-	// open to every admitted client.
+	// open to every admitted client. SetACL replaces it while the hub runs.
 	ACL *ACLFile
 	// AllowAnonymous admits clients without credentials (development).
 	AllowAnonymous bool
@@ -67,6 +68,7 @@ type AuthOptions struct {
 type Auth struct {
 	mqtt.HookBase
 	opts       AuthOptions
+	acl        atomic.Pointer[ACLFile] // the current rules; opts.ACL at start
 	log        zerolog.Logger
 	identities sync.Map // *mqtt.Client -> Identity
 	admins     sync.Map // user -> bool, for sessions whose client is offline
@@ -84,12 +86,18 @@ func NewAuth(opts AuthOptions) *Auth {
 	if opts.ClaimTimeout <= 0 {
 		opts.ClaimTimeout = 5 * time.Second
 	}
-	return &Auth{
+	h := &Auth{
 		opts:     opts,
 		log:      opts.Logger.With().Str("component", "auth").Logger(),
 		failures: failureTracker{window: time.Minute, recent: map[string][]time.Time{}},
 	}
+	h.acl.Store(opts.ACL)
+	return h
 }
+
+// SetACL replaces the ACL file's rules (a reload): every check from now on,
+// including the send-time checks of messages already queued, uses them.
+func (h *Auth) SetACL(acl *ACLFile) { h.acl.Store(acl) }
 
 // ID implements mqtt.Hook.
 func (h *Auth) ID() string { return "auth" }
@@ -326,18 +334,20 @@ func (h *Auth) allowed(id Identity, clientID, topic string, write bool) bool {
 		if write && hubOnly(topic) {
 			return false
 		}
-		if h.opts.ACL == nil || isNamespaced(topic) {
+		acl := h.acl.Load()
+		if acl == nil || isNamespaced(topic) {
 			return true
 		}
-		return h.opts.ACL.Allows("", clientID, topic, write)
+		return acl.Allows("", clientID, topic, write)
 	}
 	if allowed, reserved := namespaceAccess(id.User, id.Admin, topic, write, h.opts.Groups); reserved {
 		return allowed
 	}
-	if h.opts.ACL == nil || id.Admin {
+	acl := h.acl.Load()
+	if acl == nil || id.Admin {
 		return true
 	}
-	return h.opts.ACL.Allows(id.User, clientID, topic, write)
+	return acl.Allows(id.User, clientID, topic, write)
 }
 
 // certificateUser maps a verified client certificate to a user: its
