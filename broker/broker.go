@@ -183,7 +183,8 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	// Order matters: auth sets the user the envelope stamps; receipts see
 	// the envelope's id and rewrite read receipts before the offline hook
 	// stores them; presence stops (and flushes) before the offline hook.
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
+	keepalive := &hooks.KeepaliveCap{Max: uint16(cfg.MaxKeepalive / time.Second)}
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, keepalive, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
