@@ -19,6 +19,7 @@ import (
 
 	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/hooks/offline"
+	"github.com/mqhub/mqhub/internal/version"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -49,14 +50,16 @@ type Broker struct {
 	ready     atomic.Bool
 
 	tcp, tls *streamListener
+	tlsFiles *tlsFiles // the TLS listener's certificate and CA, for Reload
 	ws       *wsListener
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	httpDone chan struct{}
-	// httpServing is written by Start and read by Shutdown, which callers
-	// must not run concurrently with Start.
-	httpServing bool
+	// served and httpServing are written by Start and read by Shutdown,
+	// which callers must not run concurrently with Start.
+	served, httpServing bool
 
+	reloadMu                sync.Mutex // one Reload at a time
 	startOnce, shutdownOnce sync.Once
 	shutdownErr             error
 	closed                  atomic.Bool
@@ -97,6 +100,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		ClientNetWriteBufferSize: int(cfg.WriteBufferSize),
 		Logger:                   mochiLogger(log),
 	})
+	b.mochi.Info.Version = version.String() // $SYS/broker/version: mqhub's, not mochi's
 	b.metrics = newMetrics(b.mochi)
 
 	// The store tells the offline hook when new queue entries can be read,
@@ -181,7 +185,8 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	})
 	// Order matters: auth identifies a client before the others see it;
 	// presence stops (and flushes) before the offline hook.
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, receipts, b.presence, b.offline} {
+	keepalive := &hooks.KeepaliveCap{Max: uint16(cfg.MaxKeepalive / time.Second)}
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, keepalive, envelope, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -195,12 +200,13 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		b.tcp = newStreamListener(ListenerTCP, cfg.MQTTAddr, nil, guard, b.log)
 	}
 	if cfg.TLSEnabled() {
-		tc, err := tlsConfig(cfg)
+		tf, err := newTLSFiles(cfg)
 		if err != nil {
 			_ = store.Close()
 			return nil, err
 		}
-		b.tls = newStreamListener(ListenerTLS, cfg.TLSAddr, tc, guard, b.log)
+		b.tlsFiles = tf
+		b.tls = newStreamListener(ListenerTLS, cfg.TLSAddr, tf.listenerConfig(), guard, b.log)
 	}
 	if cfg.WSAddr != "" {
 		b.ws = newWSListener(ListenerWS, cfg.WSAddr, cfg.WSPath, nil, cfg.ConnectTimeout, guard, b.log)
@@ -260,10 +266,11 @@ func (b *Broker) start() error {
 		b.httpServing = true
 		go b.serveHTTP(b.httpLn)
 	}
+	b.served = true
 	b.ready.Store(true)
 	b.log.Info().
 		Str("mqtt", b.MQTTAddr()).Str("tls", b.TLSAddr()).Str("ws", b.WSAddr()).Str("http", b.HTTPAddr()).
-		Str("data_dir", b.cfg.DataDir).Bool("allow_anonymous", b.cfg.AllowAnonymous).
+		Str("data_dir", b.cfg.DataDir).Bool("allow_anonymous", b.cfg.AllowAnonymous).Str("version", version.String()).
 		Msg("mqhub serving")
 	return nil
 }
@@ -282,6 +289,12 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 }
 
 func (b *Broker) shutdown(ctx context.Context) error {
+	if !b.served {
+		// Start failed or never ran: no listener, client or HTTP server
+		// to stop, and nothing to announce (the caller reports Start's
+		// error). Release the hooks and the store.
+		return errors.Join(b.mochi.Close(), b.store.Close())
+	}
 	b.ready.Store(false)
 	b.log.Info().Msg("shutting down")
 	b.closeListeners()
@@ -364,14 +377,8 @@ func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, groups hooks
 	}
 	var acl *hooks.ACLFile
 	if cfg.ACLFile != "" {
-		f, err := os.Open(cfg.ACLFile)
-		if err != nil {
-			return nil, fmt.Errorf("acl-file: %w", err)
-		}
-		acl, err = hooks.ParseACLFile(f)
-		_ = f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("acl-file %s:\n%w", cfg.ACLFile, err)
+		if acl, err = loadACL(cfg.ACLFile); err != nil {
+			return nil, err
 		}
 	}
 	return hooks.NewAuth(hooks.AuthOptions{
@@ -383,6 +390,20 @@ func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, groups hooks
 		AllowAnonymous: cfg.AllowAnonymous,
 		Logger:         log,
 	}), nil
+}
+
+// loadACL reads and parses the ACL file at path.
+func loadACL(path string) (*hooks.ACLFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("acl-file: %w", err)
+	}
+	defer f.Close()
+	acl, err := hooks.ParseACLFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("acl-file %s:\n%w", path, err)
+	}
+	return acl, nil
 }
 
 // MQTTAddr is the bound TCP address, or "" when disabled.

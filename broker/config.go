@@ -55,6 +55,7 @@ type Config struct {
 	LogFormat string // console or json
 
 	ConnectTimeout   time.Duration // a connection must send CONNECT within this time
+	MaxKeepalive     time.Duration // cap on the keep-alive a client may ask for, whole seconds (0: no cap)
 	MaxPacketSize    ByteSize      // largest packet accepted, checked before allocation
 	MaxClients       int           // connected clients at once
 	MaxSessionExpiry time.Duration // cap on the session expiry a client may ask for
@@ -222,6 +223,9 @@ func (c Config) Validate() error {
 	// MQTT encodes the remaining length in at most four bytes.
 	if c.MaxPacketSize < 64 || c.MaxPacketSize > 268_435_455 {
 		bad("max-packet-size: %s must be between 64B and 256MiB", c.MaxPacketSize)
+	}
+	if c.MaxKeepalive < 0 || c.MaxKeepalive > 65535*time.Second || c.MaxKeepalive%time.Second != 0 {
+		bad("max-keepalive: %s must be whole seconds between 0 (no cap) and 65535s", c.MaxKeepalive)
 	}
 	if c.MaxSessionExpiry > time.Duration(1<<32-1)*time.Second {
 		bad("max-session-expiry: %s is beyond MQTT's 136 years", c.MaxSessionExpiry)

@@ -87,6 +87,9 @@ func TestConfigValidate(t *testing.T) {
 		{"client auth without CA", func(c *broker.Config) { c.TLSClientAuth = broker.ClientAuthRequire }, "tls-client-ca"},
 		{"unknown client auth", func(c *broker.Config) { c.TLSClientAuth = "maybe" }, "tls-client-auth"},
 		{"bad log level", func(c *broker.Config) { c.LogLevel = "loud" }, "log-level"},
+		{"keep-alive cap in whole seconds", func(c *broker.Config) { c.MaxKeepalive = 300 * time.Second }, ""},
+		{"keep-alive cap with a fraction", func(c *broker.Config) { c.MaxKeepalive = 1500 * time.Millisecond }, "max-keepalive"},
+		{"keep-alive cap beyond MQTT's", func(c *broker.Config) { c.MaxKeepalive = 65536 * time.Second }, "max-keepalive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := broker.Default()

@@ -44,6 +44,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: console or json")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "close a connection that has not sent CONNECT within this time")
+	fs.DurationVar(&c.MaxKeepalive, "max-keepalive", c.MaxKeepalive, "cap on the keep-alive a client may ask for, whole seconds; asking for more or for none (0) gets this (0: no cap)")
 	fs.Var(&c.MaxPacketSize, "max-packet-size", "largest MQTT packet accepted (e.g. 1MiB); larger ones are refused before they are read")
 	fs.IntVar(&c.MaxClients, "max-clients", c.MaxClients, "maximum connected clients")
 	fs.DurationVar(&c.MaxSessionExpiry, "max-session-expiry", c.MaxSessionExpiry, "cap on the session expiry a client may ask for")

@@ -6,7 +6,44 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 )
+
+// tlsFiles is the TLS listener's configuration, read from the files named
+// in the Config and read again by Reload. Each handshake takes the one
+// current when it starts, so a renewed certificate serves new connections
+// while established ones keep the session they negotiated.
+type tlsFiles struct {
+	cfg     Config
+	current atomic.Pointer[tls.Config]
+}
+
+// newTLSFiles reads the certificate, key and client CA once.
+func newTLSFiles(cfg Config) (*tlsFiles, error) {
+	f := &tlsFiles{cfg: cfg}
+	return f, f.reload()
+}
+
+// reload reads the files again; on error the previous configuration stays.
+func (f *tlsFiles) reload() error {
+	tc, err := tlsConfig(f.cfg)
+	if err != nil {
+		return err
+	}
+	f.current.Store(tc)
+	return nil
+}
+
+// listenerConfig is the configuration the listener wraps its sockets
+// with: it only hands each handshake the current one.
+func (f *tlsFiles) listenerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return f.current.Load(), nil
+		},
+	}
+}
 
 // tlsConfig loads the server certificate and, when configured, the CA that
 // client certificates must chain to. TLS 1.2 is the minimum.

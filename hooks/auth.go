@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -46,7 +47,7 @@ type AuthOptions struct {
 	// Groups answers group membership for g/ topics; nil keeps g/ closed.
 	Groups Membership
 	// ACL decides topics outside the hub's own namespaces; nil leaves them
-	// open to every admitted client.
+	// open to every admitted client. SetACL replaces it while the hub runs.
 	ACL *ACLFile
 	// AllowAnonymous admits clients without credentials (development).
 	AllowAnonymous bool
@@ -68,6 +69,7 @@ type AuthOptions struct {
 type Auth struct {
 	mqtt.HookBase
 	opts       AuthOptions
+	acl        atomic.Pointer[ACLFile] // the current rules; opts.ACL at start
 	log        zerolog.Logger
 	sampled    zerolog.Logger // refused publishes: a client can cause them at will
 	identities sync.Map       // *mqtt.Client -> Identity
@@ -87,13 +89,19 @@ func NewAuth(opts AuthOptions) *Auth {
 		opts.ClaimTimeout = 5 * time.Second
 	}
 	log := opts.Logger.With().Str("component", "auth").Logger()
-	return &Auth{
+	h := &Auth{
 		opts:     opts,
 		log:      log,
 		sampled:  log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
 		failures: failureTracker{window: time.Minute, recent: map[string][]time.Time{}},
 	}
+	h.acl.Store(opts.ACL)
+	return h
 }
+
+// SetACL replaces the ACL file's rules (a reload): every check from now on,
+// including the send-time checks of messages already queued, uses them.
+func (h *Auth) SetACL(acl *ACLFile) { h.acl.Store(acl) }
 
 // ID implements mqtt.Hook.
 func (h *Auth) ID() string { return "auth" }
@@ -355,18 +363,20 @@ func (h *Auth) allowed(id Identity, clientID, topic string, write bool) bool {
 		if write && hubOnly(topic) {
 			return false
 		}
-		if h.opts.ACL == nil || isNamespaced(topic) {
+		acl := h.acl.Load()
+		if acl == nil || isNamespaced(topic) {
 			return true
 		}
-		return h.opts.ACL.Allows("", clientID, topic, write)
+		return acl.Allows("", clientID, topic, write)
 	}
 	if allowed, reserved := namespaceAccess(id.User, id.Admin, topic, write, h.opts.Groups); reserved {
 		return allowed
 	}
-	if h.opts.ACL == nil || id.Admin {
+	acl := h.acl.Load()
+	if acl == nil || id.Admin {
 		return true
 	}
-	return h.opts.ACL.Allows(id.User, clientID, topic, write)
+	return acl.Allows(id.User, clientID, topic, write)
 }
 
 // certificateUser maps a verified client certificate to a user: its

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mqhub/mqhub/internal/version"
 )
 
 func main() {
@@ -23,9 +25,23 @@ func newRootCmd() *cobra.Command {
 		Short:         "mqhub is a messaging hub on MQTT",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(), // --version
 	}
-	root.AddCommand(newServeCmd(), newBenchCmd())
+	root.SetVersionTemplate("mqhub {{.Version}}\n")
+	root.AddCommand(newServeCmd(), newBenchCmd(), newVersionCmd())
 	root.AddCommand(newUserCmd())
 	root.AddCommand(newGroupCmd())
 	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print mqhub's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "mqhub", version.String())
+			return err
+		},
+	}
 }

@@ -43,25 +43,39 @@ docs/security.md. --allow-anonymous makes an open broker for development.`,
 	return cmd
 }
 
-// serve runs the hub until SIGINT or SIGTERM, then shuts it down gracefully.
+// serve runs the hub until SIGINT or SIGTERM, then shuts it down
+// gracefully. SIGHUP reloads the ACL file and the TLS certificate (see
+// Broker.Reload) and the hub goes on serving.
 func serve(ctx context.Context, cfg broker.Config) error {
 	log := broker.NewLogger(cfg, os.Stderr)
+	// Every signal is caught before anything starts: SIGHUP's default
+	// action would end the process with no shutdown at all.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	b, err := broker.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := b.Start(ctx); err != nil {
-		_ = b.Shutdown(context.Background())
+		_ = b.Shutdown(context.Background()) // releases the store; nothing was served, so nothing is logged
 		return err
 	}
-	<-ctx.Done()
-	stop() // a second signal now kills the process the default way
-	log.Info().Msg("signal received")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	return b.Shutdown(shutdownCtx)
+	for {
+		select {
+		case <-hup:
+			_ = b.Reload() // logs what was reloaded, or why not
+		case <-ctx.Done():
+			stop() // a second SIGINT/SIGTERM now kills the process the default way
+			log.Info().Msg("signal received")
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			return b.Shutdown(shutdownCtx)
+		}
+	}
 }
 
 // indented prints one problem per line under the heading.
