@@ -2,6 +2,7 @@ package hooks_test
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqhub/mqhub/hooks"
+	"github.com/mqhub/mqhub/hooks/offline"
 )
 
 // FuzzEnvelope checks the envelope's promises (docs/protocol.md, "The
@@ -109,11 +111,20 @@ func FuzzEnvelope(f *testing.F) {
 	})
 }
 
-// publishAccepted is a client PUBLISH going through the envelope as the
-// hub runs it; the one place to change if accepting a message becomes a
-// step of its own (dedupe recorded only once the message is accepted).
+// publishAccepted is a client PUBLISH going through the envelope's rule
+// as the entry path runs it, and accepted (the dedupe window records an
+// id only then). A repeated id answers packets.CodeSuccessIgnore, as
+// mochi is then told.
 func publishAccepted(h *hooks.Envelope, cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	return h.OnPublish(cl, pk)
+	in := &offline.Inbound{Origin: offline.FromClient, Client: cl, User: string(cl.Properties.Username), Packet: pk}
+	err := h.Admit(in)
+	if errors.Is(err, offline.ErrIgnore) {
+		return in.Packet, packets.CodeSuccessIgnore
+	}
+	if err == nil {
+		in.Settle(true)
+	}
+	return in.Packet, err
 }
 
 // wantStamped checks one id (the client's when it chose one), one from
