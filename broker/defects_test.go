@@ -313,3 +313,20 @@ func (b *writerBuf) Write(p []byte) (int, error) {
 	*b = append(*b, p...)
 	return len(p), nil
 }
+
+// TestBlockHoldsForSharedSubscriptions: alice blocked eve; subscribing to
+// her inbox through a shared subscription does not let eve's messages in.
+func TestBlockHoldsForSharedSubscriptions(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	apiAddUser(t, h, "eve")
+	wantStatus(t, apiAs(t, h, "alice", "PUT", "/v1/me/blocks/eve", nil), 204)
+	alice := h.mustLogin(t, "alice", "alice-phone")
+	alice.Subscribe(t, "$share/x/u/alice/inbox", 1)
+	eve := h.mustLogin(t, "eve", "eve-phone")
+	eve.Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 0, Payload: []byte("qos0 from eve")})
+	eve.Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 1, Payload: []byte("qos1 from eve")})
+	h.root(t).Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 1, Payload: []byte("marker")})
+	if m := alice.Next(t, wait); string(m.Payload) != "marker" {
+		t.Fatalf("alice got %q from a user she blocked", m.Payload)
+	}
+}

@@ -148,7 +148,7 @@ func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
-		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnPacketEncode,
+		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnPacketEncode, mqtt.OnSelectSubscribers,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired:
 		return true
 	}
