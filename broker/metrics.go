@@ -85,6 +85,7 @@ func (m *metrics) registerOffline(st *offline.Stats) {
 		{"mqhub_queue_too_large_total", "Queue entries dropped as larger than the client's maximum packet size.", st.TooLarge.Load},
 		{"mqhub_sessions_expired_total", "Persistent sessions deleted because their expiry passed.", st.ExpiredTotal.Load},
 		{"mqhub_queue_revoked_total", "Queued messages dropped because the session may no longer read their topic.", st.Revoked.Load},
+		{"mqhub_queue_expired_by_cap_total", "Queued messages published without an expiry dropped as older than max-message-expiry.", st.CapExpired.Load},
 		{"mqhub_wills_sent_total", "Wills published through the entry path.", st.WillsSent.Load},
 		{"mqhub_wills_refused_total", "Wills not published: refused by the messaging rules or not stored.", st.WillsRefused.Load},
 	})

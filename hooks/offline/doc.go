@@ -9,6 +9,13 @@
 // takes a read lock twice, and a publisher's Inflight.Set between the two
 // blocks both for good (publishers then never get their PUBACK).
 //
+// It is also the entry path (entry.go): every message that enters the hub,
+// a client's PUBLISH (by topic name or alias), a will (will.go: the hook
+// takes wills from mochi and publishes them itself) or a message the hub
+// makes, meets the messaging rules (Rules.Admit) there once, in order,
+// before it is routed; and every answer to a client's QoS 1 publish leaves
+// through its connection's pipeline, in the order of the PUBLISHes.
+//
 // So this package takes QoS 1/2 delivery over from mochi for every session;
 // persistent ones (MQTT 5 session expiry > 0, 3.1.1 clean session = false)
 // also survive their connection and the process:
@@ -29,7 +36,9 @@
 //     after a restart gets session present and its queue.
 //
 // QoS 0 goes to online sessions only, through a small bounded backlog per
-// session. Shared subscriptions and the retained messages sent on
-// subscribe stay on mochi's in-memory path. Clean sessions are never
-// stored; a queue they leave behind in a crash is deleted at start.
+// session. Retained messages are kept in the store and queued for a
+// session when it subscribes (retained.go). Shared subscriptions stay on
+// mochi's in-memory path, with the block lists applied in
+// OnSelectSubscribers (shared.go). Clean sessions are never stored; a
+// queue they leave behind in a crash is deleted at start.
 package offline

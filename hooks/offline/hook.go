@@ -78,6 +78,7 @@ type Stats struct {
 	QoS0Dropped  atomic.Int64 // QoS 0 messages dropped for a backed-up online session
 	TooLarge     atomic.Int64 // entries dropped as larger than the client's maximum packet size
 	Revoked      atomic.Int64 // queued entries dropped because the session may no longer read them
+	CapExpired   atomic.Int64 // entries without an expiry dropped as older than the server's maximum message expiry
 	Restored     atomic.Int64 // sessions restored from the store at start
 	ExpiredTotal atomic.Int64 // sessions deleted because their expiry passed
 	WillsSent    atomic.Int64 // wills published (will.go)

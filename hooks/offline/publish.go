@@ -50,7 +50,11 @@ const hubListener = "mqhub-hub"
 // server-side publishes wait for the commit here.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline && cl.Net.Listener == relayListener {
-		return pk, nil // a stored message coming back from the pipeline
+		// A stored message coming back from the pipeline, for mochi's
+		// own subscribers and the retained store: mochi set its expiry
+		// to the server's maximum when it had none.
+		h.setExpiry(&pk, time.Now())
+		return pk, nil
 	}
 	in := &Inbound{Origin: FromClient, Client: cl, User: string(cl.Properties.Username), Packet: pk}
 	if cl.Net.Inline {

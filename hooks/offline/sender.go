@@ -323,9 +323,13 @@ func (sd *sender) writeLive(live []packets.Packet) bool {
 // send writes one queue entry and reports whether sending may go on and,
 // for a resumable session, the packet ID to record for the entry.
 func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
-	if !sd.h.mayRead(sd.s, e.Message.Topic) {
-		// Access was revoked after the message was queued.
-		sd.h.stats.Revoked.Add(1)
+	revoked := !sd.h.mayRead(sd.s, e.Message.Topic) // access revoked after it was queued
+	if revoked || sd.h.expiredByCap(e.Message.ExpiresAt, e.Message.Created, time.Now()) {
+		if revoked {
+			sd.h.stats.Revoked.Add(1)
+		} else {
+			sd.h.stats.CapExpired.Add(1)
+		}
 		sd.mu.Lock()
 		sd.lastSeq = e.Seq
 		sd.mu.Unlock()
