@@ -30,9 +30,10 @@ const readBatch = 128
 // inflight is a queue entry sent and not yet acknowledged. The message is
 // kept (at most a window's worth) when Rules.Acknowledged wants it.
 type inflight struct {
-	seq  uint64
-	size int64 // the entry's Size, for the store's acknowledgement
-	msg  *storage.Message
+	seq      uint64
+	size     int64 // the entry's Size, for the store's acknowledgement
+	msg      *storage.Message
+	released bool // QoS 2: PUBREC received, PUBREL sent; PUBCOMP ends it
 }
 
 // sender delivers one session's queue to its connected client. It runs a
@@ -70,27 +71,21 @@ func newSender(h *Hook, s *session, cl *mqtt.Client) *sender {
 // kick makes sure a goroutine sends what can be sent now.
 func (sd *sender) kick() { sd.kicker.kick(&sd.h.senders, sd.fill) }
 
-// stop ends delivery on this connection. Packet IDs still in flight are
-// taken out of mochi's inflight map, so that mochi does not re-send them
-// itself when the session is inherited: the next sender re-sends them from
-// the queue, in order, with DUP.
+// stop ends delivery on this connection. The packet IDs still in flight
+// are remembered for a persistent session, so that the next sender re-sends
+// them from the queue, in order, with DUP and the same IDs.
 func (sd *sender) stop() {
 	sd.mu.Lock()
 	sd.closed = true
-	ids := make([]uint16, 0, len(sd.inflight))
 	for id, f := range sd.inflight {
-		ids = append(ids, id)
 		if sd.resumable {
-			sd.s.rememberSent(f.seq, id)
+			sd.s.rememberSent(f.seq, sentID{pid: id, released: f.released})
 		}
 	}
 	sd.inflight = map[uint16]inflight{}
 	sd.qos0 = nil
 	sd.fresh = nil
 	sd.mu.Unlock()
-	for _, id := range ids {
-		sd.cl.State.Inflight.Delete(id)
-	}
 }
 
 // pushQoS0 hands a live QoS 0 message to the sender. It runs on the
@@ -359,8 +354,14 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 	// disk for QoS 2, and in memory for QoS 1 (sentIDs in session.go).
 	pid := e.PacketID
 	resent := pid != 0
+	released := false
 	if pid == 0 {
-		pid, resent = sd.s.sentBefore(e.Seq)
+		var before sentID
+		before, resent = sd.s.sentBefore(e.Seq)
+		pid, released = before.pid, before.released
+	}
+	if released && !sd.idTaken(pid) {
+		return sd.release(e, pid)
 	}
 	if pid == 0 || sd.idTaken(pid) {
 		next, ok := sd.nextPacketID()
@@ -387,13 +388,6 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 	}
 	sd.inflight[pid] = inflight{seq: e.Seq, size: e.Size, msg: msg}
 	sd.lastSeq = e.Seq
-	if qos == 2 {
-		// So that mochi answers PUBREC with PUBREL. QoS 1 stays out of
-		// mochi's map: it would copy every packet there (130 MB at the
-		// peak of a 10,000-session drain) and its expiry loop copies the
-		// whole map every second.
-		sd.cl.State.Inflight.Set(pk)
-	}
 	sd.mu.Unlock()
 	if pk.FixedHeader.Dup {
 		sd.h.stats.Resent.Add(1)
@@ -404,7 +398,6 @@ func (sd *sender) send(e *storage.Entry) (more bool, mark sentMark) {
 		// The client said it cannot take a packet this big [MQTT-3.1.2-25].
 		sd.h.stats.TooLarge.Add(1)
 		sd.h.sampled.Warn().Str("client_id", sd.s.id).Str("topic", pk.TopicName).Msg("message larger than the client's maximum packet size dropped")
-		sd.cl.State.Inflight.Delete(pid)
 		sd.mu.Lock()
 		delete(sd.inflight, pid)
 		sd.mu.Unlock()
@@ -487,27 +480,79 @@ func (h *Hook) Visible(sessions []string) {
 }
 
 // OnPacketRead sees PUBLISH packets before mochi checks them (frontDoor)
-// and acknowledgements before mochi does. Completion is
-// tracked here rather than in OnQosComplete because mochi keeps inbound and
-// outbound packet IDs in one map (mochi #545): an inbound QoS 2 PUBLISH
-// reusing one of our IDs deletes our entry, and mochi would then ignore
-// the PUBACK for it.
+// and the acknowledgements of our sends before mochi does.
+//
+// The hub's sends never enter mochi's inflight map: mochi keeps inbound and
+// outbound packet IDs in that one map (mochi #545), so an inbound QoS 2
+// PUBLISH reusing one of our IDs deleted our entry (and the client's
+// PUBREC for it was answered PUBREL 0x92), and the client's PUBACK for our
+// message deleted mochi's record of its own QoS 2 publish (whose re-send
+// was then delivered twice). The two directions have separate ID spaces
+// in MQTT: PUBACK, PUBREC and PUBCOMP from a client answer what the server
+// sent, PUBLISH and PUBREL are the client's own. So the answers to our
+// sends are handled here, PUBREL included, and hidden from mochi.
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	switch pk.FixedHeader.Type {
 	case packets.Publish:
 		return h.frontDoor(cl, pk)
-	case packets.Puback, packets.Pubcomp:
-	case packets.Pubrec:
-		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
-			return pk, nil // the QoS 2 flow goes on with PUBREL
-		}
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
 	default:
 		return pk, nil
 	}
-	if s := h.sessionOf(cl.ID); s != nil {
-		if sd := s.current(cl); sd != nil {
-			sd.complete(pk.PacketID)
-		}
+	s := h.sessionOf(cl.ID)
+	if s == nil {
+		return pk, nil
 	}
-	return pk, nil
+	sd := s.current(cl)
+	if sd == nil || !sd.acknowledged(pk) {
+		return pk, nil // an answer to mochi's own send (shared subscriptions)
+	}
+	// Mochi gets a PUBACK for packet ID 0, which it ignores (no send has
+	// ID 0): nothing of its state changes.
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}}, nil
+}
+
+// acknowledged handles the client's answer to one of our sends and reports
+// whether the packet ID was ours: PUBACK (QoS 1), PUBREC with an error and
+// PUBCOMP (QoS 2) complete the entry; PUBREC is answered with PUBREL.
+func (sd *sender) acknowledged(pk packets.Packet) bool {
+	sd.mu.Lock()
+	f, ok := sd.inflight[pk.PacketID]
+	if ok && pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		f.released = true
+		sd.inflight[pk.PacketID] = f
+	}
+	sd.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		_ = sd.cl.WritePacket(pubrel(pk.PacketID)) // [MQTT-4.3.3-4]
+		return true
+	}
+	sd.complete(pk.PacketID)
+	return true
+}
+
+func pubrel(pid uint16) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pid}
+}
+
+// release re-sends PUBREL for an entry whose PUBREC came on an earlier
+// connection [MQTT-4.4.0-1]; its PUBCOMP completes it.
+func (sd *sender) release(e *storage.Entry, pid uint16) (more bool, mark sentMark) {
+	sd.mu.Lock()
+	if sd.closed {
+		sd.mu.Unlock()
+		return false, mark
+	}
+	var msg *storage.Message
+	if r := sd.h.rules; r.Acknowledged != nil && (r.Acknowledges == nil || r.Acknowledges(&e.Message)) {
+		m := e.Message
+		msg = &m
+	}
+	sd.inflight[pid] = inflight{seq: e.Seq, size: e.Size, msg: msg, released: true}
+	sd.lastSeq = e.Seq
+	sd.mu.Unlock()
+	return sd.cl.WritePacket(pubrel(pid)) == nil, mark
 }

@@ -36,7 +36,7 @@ type session struct {
 	// needs them after a restart too; after a crash a QoS 1 entry is
 	// re-sent with a new ID and DUP set, which its receiver handles as the
 	// duplicate QoS 1 allows. At most one window of entries.
-	sentIDs map[uint64]uint16
+	sentIDs map[uint64]sentID
 }
 
 func newSession(rec *storage.Session) *session {
@@ -101,23 +101,31 @@ func (s *session) delivery(topic string, published byte) (qos byte, ids []int) {
 	return published, ids
 }
 
+// sentID is how a queue entry was last sent on a connection that ended.
+type sentID struct {
+	pid uint16
+	// released: the client answered PUBREC (QoS 2) and the hub sent
+	// PUBREL, so the message is not sent again, only PUBREL [MQTT-4.4.0-1].
+	released bool
+}
+
 // rememberSent records that entry seq was sent with packet ID pid and not
 // acknowledged when its connection ended.
-func (s *session) rememberSent(seq uint64, pid uint16) {
+func (s *session) rememberSent(seq uint64, id sentID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sentIDs == nil {
-		s.sentIDs = map[uint64]uint16{}
+		s.sentIDs = map[uint64]sentID{}
 	}
-	s.sentIDs[seq] = pid
+	s.sentIDs[seq] = id
 }
 
-// sentBefore returns (and forgets) the packet ID entry seq was sent with
-// on an earlier connection, if it was.
-func (s *session) sentBefore(seq uint64) (pid uint16, ok bool) {
+// sentBefore returns (and forgets) how entry seq was sent on an earlier
+// connection, if it was.
+func (s *session) sentBefore(seq uint64) (id sentID, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pid, ok = s.sentIDs[seq]
+	id, ok = s.sentIDs[seq]
 	// Entries are re-sent in order: one below seq was removed meanwhile
 	// (expired, dropped) and will not come.
 	for old := range s.sentIDs {
@@ -125,7 +133,7 @@ func (s *session) sentBefore(seq uint64) (pid uint16, ok bool) {
 			delete(s.sentIDs, old)
 		}
 	}
-	return pid, ok
+	return id, ok
 }
 
 // attach starts delivery to a newly connected client.
