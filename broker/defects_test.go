@@ -330,3 +330,50 @@ func TestBlockHoldsForSharedSubscriptions(t *testing.T) {
 		t.Fatalf("alice got %q from a user she blocked", m.Payload)
 	}
 }
+
+// TestSharedSubscriptionsOnTheHubPath: a shared subscription's messages go
+// through the hub's queues: one member of the group gets each, in turn
+// among the connected ones, and a persistent member that is offline gets
+// them from its queue when it comes back.
+func TestSharedSubscriptionsOnTheHubPath(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	a := h.mustLogin(t, "alice", "alice-a")
+	a.Subscribe(t, "$share/x/u/alice/inbox", 1)
+	b := h.mustLogin(t, "alice", "alice-b")
+	b.Subscribe(t, "$share/x/u/alice/inbox", 1)
+	root := h.root(t)
+	const n = 10
+	for i := range n {
+		root.Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 1, Payload: []byte("m" + strconv.Itoa(i))})
+	}
+	got := map[string]int{}
+	for range n {
+		select {
+		case <-a.Messages:
+			got["a"]++
+		case <-b.Messages:
+			got["b"]++
+		case <-time.After(wait):
+			t.Fatalf("got %v of %d messages", got, n)
+		}
+	}
+	if got["a"] == 0 || got["b"] == 0 {
+		t.Fatalf("one member got everything: %v", got)
+	}
+	select {
+	case m := <-a.Messages:
+		t.Fatalf("a message delivered twice: %q", m.Payload)
+	case m := <-b.Messages:
+		t.Fatalf("a message delivered twice: %q", m.Payload)
+	default:
+	}
+
+	c := h.device(t, "alice", "alice-c") // persistent; a shared subscription may not have No Local
+	c.Subscribe(t, "$share/y/u/alice/inbox", 1)
+	offline(t, c)
+	root.Publish(t, &paho.Publish{Topic: "u/alice/inbox", QoS: 1, Payload: []byte("while away")})
+	c = h.device(t, "alice", "alice-c")
+	if m := next(t, c, "u/alice/inbox"); string(m.Payload) != "while away" || m.Properties.User.Get("from") != "root" {
+		t.Fatalf("offline member got %q (%v)", m.Payload, m.Properties.User)
+	}
+}

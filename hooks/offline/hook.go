@@ -99,6 +99,7 @@ type Hook struct {
 	hub          *mqtt.Client // the publisher of RouteAsync's messages
 	acks         acker        // entries to remove once their receipts are durable
 	index        index        // subscriptions of our sessions
+	shares       shares       // their shared subscriptions (shared.go)
 
 	pipelines    sync.Map // *mqtt.Client -> *pipeline, for connections publishing QoS 1
 	unsubscribed sync.Map // *mqtt.Client -> unsubscribed, from OnUnsubscribed to its UNSUBACK
@@ -149,7 +150,7 @@ func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketRead,
-		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnPacketEncode, mqtt.OnSelectSubscribers,
+		mqtt.OnClientExpired, mqtt.OnStopped, mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired:
 		return true
 	}
@@ -191,7 +192,7 @@ func (h *Hook) Restore(ctx context.Context) error {
 		h.sessions[rec.ClientID] = s
 		h.mu.Unlock()
 		for _, sub := range rec.Subscriptions {
-			h.index.subscribe(rec.ClientID, sub.Filter)
+			h.subscribe(rec.ClientID, sub.Filter)
 		}
 		h.server.Clients.Add(offlineClient(h.server, rec))
 		h.stats.Restored.Add(1)

@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,7 +146,8 @@ func (h *Hook) routes(cl *mqtt.Client, pk packets.Packet) (routes []route, onlin
 func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (r route, online []*sender) {
 	r.pk = pk
 	subscribers := h.index.subscribers(pk.TopicName)
-	if len(subscribers) == 0 {
+	groups := h.shares.matching(pk.TopicName)
+	if len(subscribers) == 0 && len(groups) == 0 {
 		return r, nil
 	}
 	qos := pk.FixedHeader.Qos
@@ -156,19 +158,12 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (r route
 	if !cl.Net.Inline && h.rules.Blocked != nil {
 		sender = string(cl.Properties.Username)
 	}
+	// may reports whether session s may get the message at all.
+	may := func(s *session) bool {
+		return h.mayRead(s, pk.TopicName) && (sender == "" || !h.rules.Blocked(s.user(), sender))
+	}
 	var live *packets.Packet // the QoS 0 packet sent to online sessions
-	for _, id := range subscribers {
-		s := h.sessionOf(id)
-		if s == nil || id == exclude {
-			continue
-		}
-		deliver, keepRetain := s.wants(pk.TopicName, cl.ID)
-		if !deliver || !h.mayRead(s, pk.TopicName) {
-			continue
-		}
-		if sender != "" && h.rules.Blocked(s.user(), sender) {
-			continue
-		}
+	deliver := func(s *session, keepRetain bool) {
 		if qos == 0 {
 			if sd := s.online(); sd != nil {
 				if live == nil {
@@ -180,16 +175,38 @@ func (h *Hook) plan(cl *mqtt.Client, pk packets.Packet, exclude string) (r route
 				_, out.Properties.SubscriptionIdentifier = s.delivery(pk.TopicName, 0)
 				sd.pushQoS0(out)
 			}
-			continue // QoS 0 is not queued for offline sessions
+			return // QoS 0 is not queued for offline sessions
 		}
 		s.queued.Store(true)
 		if pk.FixedHeader.Retain && keepRetain {
-			r.retained = append(r.retained, id)
+			r.retained = append(r.retained, s.id)
 		} else {
-			r.plain = append(r.plain, id)
+			r.plain = append(r.plain, s.id)
 		}
 		if sd := s.online(); sd != nil {
 			online = append(online, sd)
+		}
+	}
+	for _, id := range subscribers {
+		s := h.sessionOf(id)
+		if s == nil || id == exclude {
+			continue
+		}
+		if wanted, keepRetain := s.wants(pk.TopicName, cl.ID); wanted && may(s) {
+			deliver(s, keepRetain)
+		}
+	}
+	for _, group := range groups {
+		id := h.shares.pick(group, func(id string) (ok, online bool) {
+			s := h.sessionOf(id)
+			if s == nil || id == exclude || slices.Contains(subscribers, id) || !may(s) {
+				return false, false // a plain subscriber of the topic has it already
+			}
+			online = s.online() != nil
+			return online || qos > 0, online
+		})
+		if s := h.sessionOf(id); id != "" && s != nil {
+			deliver(s, s.retainAsPublished(group))
 		}
 	}
 	return r, online

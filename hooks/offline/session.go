@@ -66,13 +66,26 @@ func (s *session) wants(topic, publisherID string) (deliver, retainAsPublished b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sub := range s.rec.Subscriptions {
-		if !storage.MatchTopic(sub.Filter, topic) || (sub.NoLocal && publisherID == s.id) {
-			continue
+		if mqtt.IsSharedFilter(sub.Filter) || !storage.MatchTopic(sub.Filter, topic) || (sub.NoLocal && publisherID == s.id) {
+			continue // shared subscriptions are matched per group (shared.go)
 		}
 		deliver = true
 		retainAsPublished = retainAsPublished || sub.RetainAsPublished
 	}
 	return deliver, retainAsPublished
+}
+
+// retainAsPublished reports the Retain As Published option of the
+// session's subscription to filter.
+func (s *session) retainAsPublished(filter string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.rec.Subscriptions {
+		if sub.Filter == filter {
+			return sub.RetainAsPublished
+		}
+	}
+	return false
 }
 
 // delivery gives the QoS and subscription identifiers a message on topic
@@ -85,7 +98,7 @@ func (s *session) delivery(topic string, published byte) (qos byte, ids []int) {
 	matched := false
 	var best byte
 	for _, sub := range s.rec.Subscriptions {
-		if !storage.MatchTopic(sub.Filter, topic) {
+		if !storage.MatchTopic(innerFilter(sub.Filter), topic) {
 			continue
 		}
 		matched = true
@@ -291,9 +304,9 @@ func (h *Hook) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
-// OnSubscribed moves new subscriptions from mochi's index to ours (and, for
-// a persistent session, stores them before SUBACK is sent). Shared
-// subscriptions stay with mochi.
+// OnSubscribed moves new subscriptions, shared ones included, from mochi's
+// index to ours (and, for a persistent session, stores them before SUBACK
+// is sent).
 func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	s := h.sessionOf(cl.ID)
 	if s == nil || s.current(cl) == nil {
@@ -302,11 +315,11 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	var added []packets.Subscription
 	var existed []bool
 	for i, sub := range pk.Filters {
-		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code || mqtt.IsSharedFilter(sub.Filter) {
+		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
 		}
 		h.server.Topics.Unsubscribe(sub.Filter, cl.ID)
-		h.index.subscribe(cl.ID, sub.Filter)
+		h.subscribe(cl.ID, sub.Filter)
 		stored := fromPacketSubscription(sub)
 		s.mu.Lock()
 		i := slices.IndexFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
@@ -323,7 +336,9 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 		h.saveSession(s)
 	}
 	for i, sub := range added {
-		h.sendRetained(cl, s, sub, existed[i])
+		if !mqtt.IsSharedFilter(sub.Filter) { // none for shared subscriptions (MQTT 5, 4.8.2)
+			h.sendRetained(cl, s, sub, existed[i])
+		}
 	}
 }
 
@@ -337,7 +352,7 @@ func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 	held := make([]bool, len(pk.Filters))
 	for i, sub := range pk.Filters {
-		h.index.unsubscribe(cl.ID, sub.Filter)
+		h.unsubscribe(cl.ID, sub.Filter)
 		s.mu.Lock()
 		n := len(s.rec.Subscriptions)
 		s.rec.Subscriptions = slices.DeleteFunc(s.rec.Subscriptions, func(x storage.Subscription) bool { return x.Filter == sub.Filter })
@@ -408,7 +423,7 @@ func (h *Hook) dropSession(s *session, why string) {
 	}
 	h.mu.Unlock()
 	for _, sub := range s.record().Subscriptions {
-		h.index.unsubscribe(s.id, sub.Filter)
+		h.unsubscribe(s.id, sub.Filter)
 	}
 	h.store.SetVolatile(s.id, false)
 	s.mu.Lock()
@@ -439,4 +454,21 @@ func offlineClient(server *mqtt.Server, rec *storage.Session) *mqtt.Client {
 	}
 	cl.Stop(packets.ErrServerShuttingDown) // marks it disconnected from now
 	return cl
+}
+
+// subscribe adds a subscription to the index it belongs to.
+func (h *Hook) subscribe(clientID, filter string) {
+	if mqtt.IsSharedFilter(filter) {
+		h.shares.subscribe(clientID, filter)
+		return
+	}
+	h.index.subscribe(clientID, filter)
+}
+
+func (h *Hook) unsubscribe(clientID, filter string) {
+	if mqtt.IsSharedFilter(filter) {
+		h.shares.unsubscribe(clientID, filter)
+		return
+	}
+	h.index.unsubscribe(clientID, filter)
 }

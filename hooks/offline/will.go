@@ -137,11 +137,7 @@ func (h *Hook) publishWill(cl *mqtt.Client, w mqtt.Will) {
 	h.setExpiry(&in.Packet, time.Now())
 	if err := h.admit(in); err != nil {
 		in.Settle(false)
-		if !errors.Is(err, ErrIgnore) {
-			h.stats.WillsRefused.Add(1)
-			h.sampled.Warn().Str("client_id", cl.ID).Str("user", in.User).Str("topic", in.Packet.TopicName).
-				Str("reason", refusalCode(err).Reason).Msg("will not sent: refused")
-		}
+		h.stats.WillsRefused.Add(1) // the rule logged why
 		return
 	}
 	pk := in.Packet
