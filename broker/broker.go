@@ -171,6 +171,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	limits := hooks.NewLimits(hooks.LimitsOptions{
 		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
 		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
+		UserPublishRate: cfg.UserPublishRate, UserPublishBurst: cfg.UserPublishBurst, Exempt: auth.IsAdmin,
 		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
 		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
 	})

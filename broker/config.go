@@ -71,6 +71,8 @@ type Config struct {
 	ConnectRate         float64  // new connections per second from one IP, token bucket (0: no limit)
 	PublishRate         float64  // PUBLISH packets per second per client, token bucket (0: no limit)
 	PublishBytesRate    ByteSize // PUBLISH payload bytes per second per client, token bucket (0: no limit)
+	UserPublishRate     float64  // PUBLISH packets per second per user over all its connections (0: no limit)
+	UserPublishBurst    int      // PUBLISH packets one user may send at once before UserPublishRate applies
 	MaxSubscriptions    int      // subscriptions one client may hold (0: no limit)
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
@@ -127,6 +129,8 @@ func Default() Config {
 		DedupeWindow:       5 * time.Minute,
 		ReceiptWindow:      30 * 24 * time.Hour,
 		MaxGroupMembers:    1024,
+		UserPublishRate:    50,
+		UserPublishBurst:   1000,
 		MaxTopicLength:     4096,
 		MaxTopicLevels:     32,
 		Durability:         DurabilitySync,
@@ -241,8 +245,11 @@ func (c Config) Validate() error {
 	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
 		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
 	}
-	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 {
-		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions: must not be negative (0 means no limit)")
+	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 || c.UserPublishRate < 0 {
+		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions, user-publish-rate: must not be negative (0 means no limit)")
+	}
+	if c.UserPublishRate > 0 && c.UserPublishBurst < 1 {
+		bad("user-publish-burst: %d must be at least 1 when user-publish-rate is set", c.UserPublishBurst)
 	}
 	if c.Envelope != EnvelopeMessaging && c.Envelope != EnvelopeAll {
 		bad("envelope: %q must be %s or %s", c.Envelope, EnvelopeMessaging, EnvelopeAll)

@@ -112,6 +112,7 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 		{"connect_rate", st.ConnectRate.Load},
 		{"publish_rate", st.PublishRate.Load},
 		{"publish_bytes_rate", st.PublishBytesRate.Load},
+		{"user_publish_rate", st.UserPublishRate.Load},
 		{"subscriptions", st.Subscriptions.Load},
 		{"topic_length", st.TopicLength.Load},
 		{"topic_levels", st.TopicLevels.Load},

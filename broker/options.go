@@ -59,6 +59,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&c.ConnectRate, "connect-rate", c.ConnectRate, "new connections per second from one IP address, with a burst of twice that (0: no limit)")
 	fs.Float64Var(&c.PublishRate, "publish-rate", c.PublishRate, "PUBLISH packets per second per client, with a burst of twice that (0: no limit)")
 	fs.Var(&c.PublishBytesRate, "publish-bytes-rate", "PUBLISH payload bytes per second per client, with a burst of twice that (0: no limit)")
+	fs.Float64Var(&c.UserPublishRate, "user-publish-rate", c.UserPublishRate, "PUBLISH packets per second per user, over all its connections; admins and anonymous clients are exempt (0: no limit)")
+	fs.IntVar(&c.UserPublishBurst, "user-publish-burst", c.UserPublishBurst, "PUBLISH packets one user may send at once (an app flushing its outbox) before user-publish-rate applies")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "subscriptions one client may hold (0: no limit)")
 	fs.IntVar(&c.MaxTopicLength, "max-topic-length", c.MaxTopicLength, "bytes in a topic name or filter")
 	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "levels in a topic name or filter")

@@ -289,6 +289,9 @@ func (h *Auth) CanRead(user, clientID, topic string) bool {
 	return h.allowed(Identity{User: user, Admin: h.isAdmin(user)}, clientID, topic, false)
 }
 
+// IsAdmin reports whether user has the admin flag (see isAdmin).
+func (h *Auth) IsAdmin(user string) bool { return h.isAdmin(user) }
+
 // isAdmin reports the admin flag of a user, from a cache kept current by
 // logins and ForgetUser, else from the user store.
 func (h *Auth) isAdmin(user string) bool {

@@ -1,0 +1,211 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqhub/mqhub/broker"
+	"github.com/mqhub/mqhub/internal/testutil"
+)
+
+// connectV311As sends an MQTT 3.1.1 CONNECT with credentials and returns
+// the CONNACK return code; the connection is closed when the test ends.
+func connectV311As(t *testing.T, addr, clientID, user, password string, clean bool) (net.Conn, byte) {
+	t.Helper()
+	str := func(b *bytes.Buffer, v string) { b.Write([]byte{byte(len(v) >> 8), byte(len(v))}); b.WriteString(v) }
+	var body bytes.Buffer
+	str(&body, "MQTT")
+	flags := byte(0xC0) // user name and password
+	if clean {
+		flags |= 0x02
+	}
+	body.Write([]byte{4, flags, 0, 30}) // level 4 (3.1.1), keepalive 30 s
+	str(&body, clientID)
+	str(&body, user)
+	str(&body, password)
+	var buf bytes.Buffer
+	buf.WriteByte(0x10)
+	for n := body.Len(); ; { // remaining length, variable byte integer
+		b := byte(n % 128)
+		if n /= 128; n > 0 {
+			b |= 0x80
+		}
+		buf.WriteByte(b)
+		if n == 0 {
+			break
+		}
+	}
+	buf.Write(body.Bytes())
+	conn := testutil.Dial(t, addr)
+	t.Cleanup(func() { conn.Close() })
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		t.Fatalf("read 3.1.1 CONNACK: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if ack[0] != 0x20 || ack[1] != 2 {
+		t.Fatalf("not a 3.1.1 CONNACK: % x", ack)
+	}
+	return conn, ack[3]
+}
+
+// countMessages waits until c has received want messages in all, and no
+// more than that.
+func countMessages(t *testing.T, c *testutil.Client, want int) {
+	t.Helper()
+	got := 0
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for len(c.Messages) > 0 {
+			<-c.Messages
+			got++
+		}
+		if got != want {
+			return fmt.Errorf("%d messages received, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+// TestLimitUserPublishRate is the attack of issue 12 (item 10): one user
+// floods another user's inbox, from several connections, to fill her
+// queue. With the default per-user rate (50 msg/s, burst 1000) a burst of
+// 500 messages at once, as a phone flushing its outbox, passes untouched;
+// the flood after it is refused on every connection of the user (QoS 1:
+// PUBACK 0x96; QoS 0: dropped, the connection stays), and other users are
+// not slowed.
+func TestLimitUserPublishRate(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	bob := h.mustLogin(t, "bob", "bob-phone")
+	bob.Subscribe(t, "u/bob/inbox", 1)
+	phone := h.mustLogin(t, "alice", "alice-phone")
+	laptop := h.mustLogin(t, "alice", "alice-laptop")
+
+	const burst = 500
+	start := time.Now()
+	codes := make(chan byte, burst)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range burst / 10 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := phone.Client.Publish(ctx, &paho.Publish{Topic: "u/bob/inbox", QoS: 1, Payload: []byte("outbox")})
+				cancel()
+				if resp == nil {
+					t.Errorf("publish: %v", err)
+					codes <- 0xFF
+					continue
+				}
+				codes <- resp.ReasonCode
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != 0 {
+			t.Fatalf("a message of the burst got reason 0x%02x, want all %d accepted", code, burst)
+		}
+	}
+	countMessages(t, bob, burst)
+
+	// The flood: 2,000 QoS 0 messages from the laptop. The hub reads one
+	// connection's packets in order, so the PUBACK of the QoS 1 message
+	// after them comes once all were taken or dropped.
+	const flood = 2000
+	for range flood {
+		if _, err := laptop.Client.Publish(context.Background(), &paho.Publish{Topic: "u/bob/inbox", Payload: []byte("flood")}); err != nil {
+			t.Fatalf("QoS 0 publish: %v", err)
+		}
+	}
+	if code := limPublish(t, laptop, "u/bob/inbox", 1, []byte("more")); code != 0x96 {
+		t.Fatalf("QoS 1 after the flood: reason 0x%02x, want 0x96 message rate too high", code)
+	}
+	// The bucket is the user's, not the connection's: the phone sent 600
+	// in all, less than one bucket, and is refused after the laptop's
+	// flood (100 messages are 2 s of refill).
+	for range 100 {
+		if _, err := phone.Client.Publish(context.Background(), &paho.Publish{Topic: "u/bob/inbox", Payload: []byte("flood")}); err != nil {
+			t.Fatalf("QoS 0 publish: %v", err)
+		}
+	}
+	if code := limPublish(t, phone, "u/bob/inbox", 1, []byte("more")); code != 0x96 {
+		t.Fatalf("QoS 1 from alice's other device: reason 0x%02x, want 0x96", code)
+	}
+	elapsed := time.Since(start).Seconds()
+	// At most the rest of the bucket and its refill got through.
+	const sent = flood + 1 + 100 + 1
+	if got, least := limitRefusals(t, h.Broker, "user_publish_rate"), sent-(1000-burst)-int(50*elapsed)-1; got < least || got > sent {
+		t.Fatalf("user_publish_rate refusals = %d, want between %d and %d", got, least, sent)
+	}
+	// Other users are not limited by alice's flood.
+	if code := limPublish(t, bob, "u/alice/inbox", 1, []byte("hi")); code != 0 {
+		t.Fatalf("bob's message refused: 0x%02x", code)
+	}
+}
+
+// TestLimitUserPublishRateAnswers checks every answer of the per-user rate
+// on a small bucket: PUBREC 0x96 for QoS 2, admins exempt, 3.1.1 clients
+// disconnected (they have no negative acknowledgement).
+func TestLimitUserPublishRateAnswers(t *testing.T) {
+	h := startSecureHub(t, testACL, func(c *broker.Config) { c.UserPublishRate, c.UserPublishBurst = 1, 5 })
+	alice := h.mustLogin(t, "alice", "alice-1")
+	start := time.Now()
+	accepted, code := 0, byte(0)
+	for range 20 {
+		if code = limPublish(t, alice, "u/bob/inbox", 1, []byte("m")); code != 0 {
+			break
+		}
+		accepted++
+	}
+	if code != 0x96 {
+		t.Fatalf("PUBACK reason 0x%02x after %d messages, want 0x96", code, accepted)
+	}
+	if most := 5 + int(time.Since(start).Seconds()) + 1; accepted < 5 || accepted > most {
+		t.Fatalf("%d messages accepted, want between 5 and %d", accepted, most)
+	}
+	for range 5 {
+		if code = limPublish(t, alice, "u/bob/inbox", 2, []byte("m")); code != 0 {
+			break
+		}
+	}
+	if code != 0x96 {
+		t.Fatalf("PUBREC reason 0x%02x, want 0x96", code)
+	}
+
+	// Admins (operators, the hub's own services) are exempt.
+	root := h.mustLogin(t, "root", "root-1")
+	for i := range 20 {
+		if code := limPublish(t, root, "u/bob/inbox", 1, []byte("notice")); code != 0 {
+			t.Fatalf("admin's message %d refused: 0x%02x", i+1, code)
+		}
+	}
+
+	// 3.1.1: the same user's bucket is empty, the connection is closed.
+	conn, rc := connectV311As(t, h.MQTTAddr(), "alice-v3", "alice", "alice-pw", true)
+	if rc != 0 {
+		t.Fatalf("3.1.1 CONNACK return code %d", rc)
+	}
+	var flood bytes.Buffer
+	for i := range 10 {
+		// PUBLISH QoS 1 to u/bob/inbox, packet ID i+1, payload "m".
+		flood.Write([]byte{0x32, 2 + 11 + 2 + 1, 0, 11, 'u', '/', 'b', 'o', 'b', '/', 'i', 'n', 'b', 'o', 'x', 0, byte(i + 1), 'm'})
+	}
+	if _, err := conn.Write(flood.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, conn, 5*time.Second)
+}
