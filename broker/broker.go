@@ -45,6 +45,7 @@ type Broker struct {
 	directory *hooks.Directory // groups, block lists, privacy settings
 	presence  *hooks.Presence
 	offline   *offline.Hook
+	sessions  *hooks.UserSessions // persistent sessions per user
 	wills     *willSender
 	conns     conns
 	ready     atomic.Bool
@@ -176,11 +177,15 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
 	})
 	b.metrics.registerLimits(limits.Stats())
+	b.sessions = hooks.NewUserSessions(hooks.UserSessionsOptions{
+		Server: b.mochi, Max: cfg.MaxSessionsPerUser, Sessions: store, Stats: limits.Stats(), Logger: log,
+	})
 	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
-	// Order matters: auth sets the user the envelope stamps; receipts see
-	// the envelope's id and rewrite read receipts before the offline hook
-	// stores them; presence stops (and flushes) before the offline hook.
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
+	// Order matters: auth sets the user the envelope stamps and the
+	// sessions cap counts for; receipts see the envelope's id and rewrite
+	// read receipts before the offline hook stores them; presence stops
+	// (and flushes) before the offline hook.
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, b.sessions, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -240,6 +245,8 @@ func (b *Broker) start() error {
 	}
 	if len(errs) == 0 {
 		if err := b.offline.Restore(context.Background()); err != nil {
+			errs = append(errs, err)
+		} else if err := b.sessions.Load(); err != nil {
 			errs = append(errs, err)
 		} else {
 			b.presence.Restore()

@@ -74,6 +74,7 @@ type Config struct {
 	UserPublishRate     float64  // PUBLISH packets per second per user over all its connections (0: no limit)
 	UserPublishBurst    int      // PUBLISH packets one user may send at once before UserPublishRate applies
 	MaxSubscriptions    int      // subscriptions one client may hold (0: no limit)
+	MaxSessionsPerUser  int      // persistent sessions one user may hold (0: no limit)
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
 
@@ -131,6 +132,7 @@ func Default() Config {
 		MaxGroupMembers:    1024,
 		UserPublishRate:    50,
 		UserPublishBurst:   1000,
+		MaxSessionsPerUser: 100,
 		MaxTopicLength:     4096,
 		MaxTopicLevels:     32,
 		Durability:         DurabilitySync,
@@ -245,8 +247,8 @@ func (c Config) Validate() error {
 	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
 		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
 	}
-	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 || c.UserPublishRate < 0 {
-		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions, user-publish-rate: must not be negative (0 means no limit)")
+	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 || c.UserPublishRate < 0 || c.MaxSessionsPerUser < 0 {
+		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions, user-publish-rate, max-sessions-per-user: must not be negative (0 means no limit)")
 	}
 	if c.UserPublishRate > 0 && c.UserPublishBurst < 1 {
 		bad("user-publish-burst: %d must be at least 1 when user-publish-rate is set", c.UserPublishBurst)

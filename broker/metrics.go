@@ -113,6 +113,7 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 		{"publish_rate", st.PublishRate.Load},
 		{"publish_bytes_rate", st.PublishBytesRate.Load},
 		{"user_publish_rate", st.UserPublishRate.Load},
+		{"sessions_per_user", st.SessionsPerUser.Load},
 		{"subscriptions", st.Subscriptions.Load},
 		{"topic_length", st.TopicLength.Load},
 		{"topic_levels", st.TopicLevels.Load},

@@ -62,6 +62,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&c.UserPublishRate, "user-publish-rate", c.UserPublishRate, "PUBLISH packets per second per user, over all its connections; admins and anonymous clients are exempt (0: no limit)")
 	fs.IntVar(&c.UserPublishBurst, "user-publish-burst", c.UserPublishBurst, "PUBLISH packets one user may send at once (an app flushing its outbox) before user-publish-rate applies")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "subscriptions one client may hold (0: no limit)")
+	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "persistent sessions one user may hold, stored ones included; a CONNECT that would create one more gets 0x97 quota exceeded (0: no limit)")
 	fs.IntVar(&c.MaxTopicLength, "max-topic-length", c.MaxTopicLength, "bytes in a topic name or filter")
 	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "levels in a topic name or filter")
 	fs.StringVar(&c.Envelope, "envelope", c.Envelope, "messaging: stamp id/from/ts on messages in the hub's namespaces (u/, g/) and relay other topics as published; all: stamp every message")

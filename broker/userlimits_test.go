@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mqhub/mqhub/broker"
 	"github.com/mqhub/mqhub/internal/testutil"
@@ -208,4 +209,118 @@ func TestLimitUserPublishRateAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, conn, 5*time.Second)
+}
+
+// persistentAs connects user's device clientID with a persistent MQTT 5
+// session (clean start off, expiry 3600 s) and returns the CONNACK.
+func persistentAs(t *testing.T, h *secureHub, user, clientID string, expiry uint32) (*testutil.Client, *paho.Connack, error) {
+	t.Helper()
+	return h.login(t, user, user+"-pw", clientID, func(cp *paho.Connect) {
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: ptr(expiry)}
+	})
+}
+
+// TestLimitSessionsPerUser is the attack of issue 12 (item 10): a user
+// creating persistent sessions without end, each of which stores a copy of
+// every message to her. With the cap at 3: a 4th persistent session is
+// refused (MQTT 5: CONNACK 0x97; 3.1.1: 3), clean sessions and resuming a
+// held session still work, the count survives a restart, and once a
+// session is removed (clean start with expiry 0, or expiry) a new one is
+// allowed.
+func TestLimitSessionsPerUser(t *testing.T) {
+	capAt3 := func(c *broker.Config) { c.MaxSessionsPerUser = 3 }
+	h := startSecureHub(t, testACL, capAt3)
+	for _, id := range []string{"alice-1", "alice-2", "alice-3"} {
+		c, _, err := persistentAs(t, h, "alice", id, 3600)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if id != "alice-3" {
+			offline(t, c)
+		}
+	}
+	_, ack, err := persistentAs(t, h, "alice", "alice-4", 3600)
+	expectRefused(t, ack, err, 0x97)
+	if _, rc := connectV311As(t, h.MQTTAddr(), "alice-v3", "alice", "alice-pw", false); rc != 3 {
+		t.Fatalf("3.1.1 persistent session: CONNACK return code %d, want 3 server unavailable", rc)
+	}
+	// Clean sessions cost no storage: always allowed.
+	h.mustLogin(t, "alice", "alice-clean")
+	if _, rc := connectV311As(t, h.MQTTAddr(), "alice-v3", "alice", "alice-pw", true); rc != 0 {
+		t.Fatalf("3.1.1 clean session: CONNACK return code %d", rc)
+	}
+	// Resuming a held session is always allowed, and other users are not
+	// counted with alice.
+	c, ack, err := persistentAs(t, h, "alice", "alice-1", 3600)
+	if err != nil || !ack.SessionPresent {
+		t.Fatalf("resuming alice-1: %v (connack %+v)", err, ack)
+	}
+	offline(t, c)
+	if _, _, err := persistentAs(t, h, "bob", "bob-1", 3600); err != nil {
+		t.Fatalf("bob's session: %v", err)
+	}
+	// Concurrent CONNECTs cannot all take the last places: bob holds one,
+	// of 5 at once exactly 2 get in. (JWT logins: no password check to
+	// wait for.)
+	token := h.token(t, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(time.Hour).Unix()})
+	admitted := make(chan bool, 5)
+	for i := range 5 {
+		go func() {
+			cp := &paho.Connect{ClientID: fmt.Sprintf("bob-racer-%d", i), KeepAlive: 30, PasswordFlag: true, Password: []byte(token),
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: ptr[uint32](3600)}}
+			c, ack, err := testutil.TryConnect(testutil.Dial(t, h.MQTTAddr()), cp)
+			if err == nil {
+				t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}); <-c.Done() })
+			} else if ack == nil || ack.ReasonCode != 0x97 {
+				t.Errorf("connack %+v (%v), want 0x97", ack, err)
+			}
+			admitted <- err == nil
+		}()
+	}
+	n := 0
+	for range 5 {
+		if <-admitted {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d of 5 concurrent new sessions admitted with 2 places left", n)
+	}
+	if got := limitRefusals(t, h.Broker, "sessions_per_user"); got != 2+3 {
+		t.Fatalf("sessions_per_user refusals = %d, want 5", got)
+	}
+
+	// The stored sessions still count after a restart.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := h.Config().DataDir
+	h = startSecureHub(t, testACL, capAt3, func(c *broker.Config) { c.DataDir = dir })
+	_, ack, err = persistentAs(t, h, "alice", "alice-4", 3600)
+	expectRefused(t, ack, err, 0x97)
+
+	// alice-2 ends its session (clean start, expiry 0): a place is free.
+	c, _, err = h.login(t, "alice", "alice-pw", "alice-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offline(t, c)
+	c, _, err = persistentAs(t, h, "alice", "alice-4", 1)
+	if err != nil {
+		t.Fatalf("alice-4 after alice-2 ended: %v", err)
+	}
+	// alice-4's session expires a second after it disconnects: then a new
+	// one is allowed again.
+	offline(t, c)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		c, ack, err := persistentAs(t, h, "alice", "alice-5", 3600)
+		if err != nil {
+			return fmt.Errorf("alice-5: %v (connack %+v)", err, ack)
+		}
+		offline(t, c)
+		return nil
+	})
 }

@@ -62,6 +62,7 @@ type LimitsStats struct {
 	PublishRate      atomic.Int64 // PUBLISHes refused: too many messages
 	PublishBytesRate atomic.Int64 // PUBLISHes refused: too many payload bytes
 	UserPublishRate  atomic.Int64 // PUBLISHes refused or dropped (QoS 0): too many messages from the user
+	SessionsPerUser  atomic.Int64 // CONNECTs refused: the user holds the most persistent sessions allowed (UserSessions)
 	Subscriptions    atomic.Int64 // topic filters refused: too many subscriptions
 	TopicLength      atomic.Int64 // topic names and filters (will topics too) refused: too long
 	TopicLevels      atomic.Int64 // topic names and filters (will topics too) refused: too many levels
