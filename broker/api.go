@@ -33,7 +33,9 @@ type userAPI struct {
 // authenticates as a CONNECT does (hooks.Auth.Login), with HTTP Basic
 // (user name and password, or an empty user name and a JWT as the
 // password) or with "Authorization: Bearer <JWT>". No or wrong credentials
-// get 401 with WWW-Authenticate; failed logins are logged (sampled, never
+// get 401 with WWW-Authenticate, held like a refused CONNECT; a login
+// while too many password checks are in flight from the IP or for the
+// user name gets 429 unchecked. Failed logins are logged (sampled, never
 // the password). The caller acts as itself; a caller whose user has the
 // admin flag may also see and change every group.
 //
@@ -88,8 +90,11 @@ func (a *userAPI) auth(h apiHandler) http.Handler {
 			unauthorized(w, "authentication required")
 			return
 		}
-		id, err := a.b.auth.Login(user, []byte(secret))
+		id, err := a.b.auth.Login(r.Context(), r.RemoteAddr, user, []byte(secret))
 		switch {
+		case errors.Is(err, hooks.ErrLoginBusy):
+			tooManyLogins(w, r, a.b, user, err)
+			return
 		case errors.Is(err, hooks.ErrAuthUnavailable):
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
@@ -129,8 +134,7 @@ func (a *userAPI) refuse(w http.ResponseWriter, r *http.Request, user, why strin
 	}
 	a.b.sampled.Warn().Str("user", user).Str("remote", r.RemoteAddr).Str("method", r.Method).
 		Str("path", r.URL.Path).Str("reason", why).Msg("API login refused")
-	holdRefusal(r, a.b.auth.FailedLogin(r.RemoteAddr))
-	unauthorized(w, why)
+	unauthorized(w, why) // Login held the refusal already
 }
 
 // apiGroup is a group as the API shows it.

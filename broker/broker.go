@@ -155,6 +155,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		return nil, err
 	}
 	b.auth = auth
+	b.metrics.registerAuth(auth.Stats())
 	receipts := hooks.NewReceipts(hooks.ReceiptsOptions{
 		Sent: store, Groups: directory, Router: b.offline, Window: cfg.ReceiptWindow, Logger: log,
 	})
@@ -392,6 +393,8 @@ func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, groups hooks
 		Groups:         groups,
 		AllowAnonymous: cfg.AllowAnonymous,
 		Logger:         log,
+		MaxChecksPerIP: cfg.MaxChecksPerIP, MaxChecksPerUser: cfg.MaxChecksPerUser,
+		CheckPassword: cfg.passwordCheck,
 	}), nil
 }
 

@@ -101,6 +101,10 @@ func (m *metrics) registerMessaging(st *hooks.ReceiptsStats, online func() int64
 	}, func() float64 { return float64(online()) }))
 }
 
+// limitRefusalsHelp is the help of mqhub_limit_refusals_total, whose
+// series come from the limits hooks and from the auth hook.
+const limitRefusalsHelp = "CONNECTs, logins, PUBLISHes and topic filters refused by a configured limit, by limit."
+
 // registerLimits exports the refusals of the limits hook, one series per
 // limit.
 func (m *metrics) registerLimits(st *hooks.LimitsStats) {
@@ -120,7 +124,28 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 	} {
 		counterFunc(m.registry, prometheus.CounterOpts{
 			Name:        "mqhub_limit_refusals_total",
-			Help:        "CONNECTs, PUBLISHes and topic filters refused by a configured limit, by limit.",
+			Help:        limitRefusalsHelp,
+			ConstLabels: prometheus.Labels{"limit": c.limit},
+		}, c.v)
+	}
+}
+
+// registerAuth exports the password checks and the logins refused
+// before one (with the limits' refusals).
+func (m *metrics) registerAuth(st *hooks.AuthStats) {
+	counterFuncs(m.registry, []counter[int64]{
+		{"mqhub_password_checks_total", "Password checks (bcrypt) run for logins over MQTT and HTTP.", st.PasswordChecks.Load},
+	})
+	for _, c := range []struct {
+		limit string
+		v     func() int64
+	}{
+		{"password_checks_per_ip", st.ChecksPerIP.Load},
+		{"password_checks_per_user", st.ChecksPerUser.Load},
+	} {
+		counterFunc(m.registry, prometheus.CounterOpts{
+			Name:        "mqhub_limit_refusals_total",
+			Help:        limitRefusalsHelp,
 			ConstLabels: prometheus.Labels{"limit": c.limit},
 		}, c.v)
 	}

@@ -63,6 +63,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.UserPublishBurst, "user-publish-burst", c.UserPublishBurst, "PUBLISH packets one user may send at once (an app flushing its outbox) before user-publish-rate applies")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "subscriptions one client may hold (0: no limit)")
 	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "persistent sessions one user may hold, stored ones included; a CONNECT that would create one more gets 0x97 quota exceeded (0: no limit)")
+	fs.IntVar(&c.MaxChecksPerIP, "max-password-checks-per-ip", c.MaxChecksPerIP, "password checks in flight at once from one IP address (MQTT and HTTP logins); more are refused unchecked with 0x9F / HTTP 429 (0: no limit)")
+	fs.IntVar(&c.MaxChecksPerUser, "max-password-checks-per-user", c.MaxChecksPerUser, "password checks in flight at once for one user name, from any address; more are refused unchecked with 0x9F / HTTP 429 (0: no limit)")
 	fs.IntVar(&c.MaxTopicLength, "max-topic-length", c.MaxTopicLength, "bytes in a topic name or filter")
 	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "levels in a topic name or filter")
 	fs.StringVar(&c.Envelope, "envelope", c.Envelope, "messaging: stamp id/from/ts on messages in the hub's namespaces (u/, g/) and relay other topics as published; all: stamp every message")

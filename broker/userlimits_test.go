@@ -6,15 +6,19 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mqhub/mqhub/broker"
 	"github.com/mqhub/mqhub/internal/testutil"
+	"github.com/mqhub/mqhub/storage"
 )
 
 // connectV311As sends an MQTT 3.1.1 CONNECT with credentials and returns
@@ -323,4 +327,173 @@ func TestLimitSessionsPerUser(t *testing.T) {
 		offline(t, c)
 		return nil
 	})
+}
+
+// heldChecks is a password check for WithPasswordCheck that counts the
+// checks and holds each one until release is called. The guesses' password
+// ("guess") is refused without bcrypt: the unknown users' dummy hash costs
+// 10, seconds per check under the race detector.
+type heldChecks struct {
+	entered atomic.Int64
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func newHeldChecks() *heldChecks { return &heldChecks{gate: make(chan struct{})} }
+
+func (c *heldChecks) check(hash, password []byte) bool {
+	c.entered.Add(1)
+	<-c.gate
+	return string(password) != "guess" && storage.CheckPassword(hash, password)
+}
+
+func (c *heldChecks) release() { c.once.Do(func() { close(c.gate) }) }
+
+// guessMQTT sends an MQTT 5 CONNECT as user with a wrong password from the
+// local address from (nil: any) and returns the CONNACK reason code (0xFF:
+// none within 30 s).
+func guessMQTT(addr string, from net.Addr, user, clientID string) byte {
+	conn, err := (&net.Dialer{Timeout: 5 * time.Second, LocalAddr: from}).Dial("tcp", addr)
+	if err != nil {
+		return 0xFF
+	}
+	defer conn.Close()
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ProtocolName, c.ProtocolVersion, c.ClientID, c.CleanStart, c.KeepAlive = "MQTT", 5, clientID, true, 30
+	c.UsernameFlag, c.Username, c.PasswordFlag, c.Password = true, user, true, []byte("guess")
+	if _, err := cp.WriteTo(conn); err != nil {
+		return 0xFF
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	ack, err := packets.ReadPacket(conn)
+	if err != nil || ack.Type != packets.CONNACK {
+		return 0xFF
+	}
+	return ack.Content.(*packets.Connack).ReasonCode
+}
+
+// guessHTTP sends a user API request as user with a wrong password and
+// returns the HTTP status (0: none).
+func guessHTTP(addr, user string) int {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/me/settings", nil)
+	if err != nil {
+		return 0
+	}
+	req.SetBasicAuth(user, "guess")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestLoginGuessingBounded is the attack of issue 12 (item 10): 60 MQTT
+// CONNECTs and 60 HTTP requests with wrong passwords in parallel from one
+// IP. The password checks are held (WithPasswordCheck) so that all of them
+// are in flight together: exactly --max-password-checks-per-ip (4) run,
+// the other 116 are refused at once without a check (CONNACK 0x9F
+// connection rate exceeded, HTTP 429), and those 4 get the usual refusal
+// once their checks end. Each check's place is held through its failure
+// delay, so one IP gets at most 4 checks per delay (docs/security.md).
+func TestLoginGuessingBounded(t *testing.T) {
+	checks := newHeldChecks()
+	h := startSecureHub(t, testACL, broker.WithPasswordCheck(checks.check))
+	t.Cleanup(checks.release)
+
+	const each = 60
+	mqttCodes, httpCodes := make(chan byte, each), make(chan int, each)
+	for i := range each {
+		go func() {
+			mqttCodes <- guessMQTT(h.MQTTAddr(), nil, fmt.Sprintf("guess-m%d", i), fmt.Sprintf("guess-m%d", i))
+		}()
+		go func() { httpCodes <- guessHTTP(h.HTTPAddr(), fmt.Sprintf("guess-h%d", i)) }()
+	}
+	// Wait for the answers that need no check: 116 of 120.
+	mqttBusy, httpBusy := 0, 0
+	deadline := time.After(20 * time.Second)
+	for mqttBusy+httpBusy < 2*each-4 {
+		select {
+		case code := <-mqttCodes:
+			if code != 0x9F {
+				t.Fatalf("MQTT guess answered 0x%02x while 4 checks are held, want 0x9F connection rate exceeded", code)
+			}
+			mqttBusy++
+		case status := <-httpCodes:
+			if status != http.StatusTooManyRequests {
+				t.Fatalf("HTTP guess answered %d while 4 checks are held, want 429", status)
+			}
+			httpBusy++
+		case <-deadline:
+			t.Fatalf("only %d MQTT and %d HTTP guesses refused unchecked (%d checks entered)", mqttBusy, httpBusy, checks.entered.Load())
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := checks.entered.Load(); n != 4 {
+			return fmt.Errorf("%d password checks in flight, want 4", n)
+		}
+		return nil
+	})
+	checks.release()
+	for range 4 {
+		select {
+		case code := <-mqttCodes:
+			if code != 0x86 {
+				t.Fatalf("checked MQTT guess answered 0x%02x, want 0x86", code)
+			}
+		case status := <-httpCodes:
+			if status != http.StatusUnauthorized {
+				t.Fatalf("checked HTTP guess answered %d, want 401", status)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the checked guesses got no answer")
+		}
+	}
+	if got := metric(t, h.Broker, "mqhub_password_checks_total"); got != "4" {
+		t.Fatalf("mqhub_password_checks_total = %s, want 4", got)
+	}
+	if got := limitRefusals(t, h.Broker, "password_checks_per_ip"); got != 2*each-4 {
+		t.Fatalf("password_checks_per_ip refusals = %d, want %d", got, 2*each-4)
+	}
+	// Nothing stays taken: the right password gets in.
+	h.mustLogin(t, "alice", "alice-1")
+}
+
+// TestLoginGuessingPerUser: guesses at one user name from many IPs (here
+// six loopback addresses) run at most --max-password-checks-per-user (2)
+// checks at once; the others get 0x9F unchecked.
+func TestLoginGuessingPerUser(t *testing.T) {
+	checks := newHeldChecks()
+	h := startSecureHub(t, testACL, broker.WithPasswordCheck(checks.check))
+	t.Cleanup(checks.release)
+	codes := make(chan byte, 6)
+	for i := range 6 {
+		from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(11+i))}
+		go func() { codes <- guessMQTT(h.MQTTAddr(), from, "alice", fmt.Sprintf("guess-%d", i)) }()
+	}
+	for range 4 {
+		select {
+		case code := <-codes:
+			if code != 0x9F {
+				t.Fatalf("guess answered 0x%02x while 2 checks of alice are held, want 0x9F", code)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("fewer than 4 guesses refused unchecked (%d checks entered)", checks.entered.Load())
+		}
+	}
+	if n := checks.entered.Load(); n != 2 {
+		t.Fatalf("%d checks of alice in flight, want 2", n)
+	}
+	checks.release()
+	for range 2 {
+		if code := <-codes; code != 0x86 {
+			t.Fatalf("checked guess answered 0x%02x, want 0x86", code)
+		}
+	}
+	if got := limitRefusals(t, h.Broker, "password_checks_per_user"); got != 4 {
+		t.Fatalf("password_checks_per_user refusals = %d, want 4", got)
+	}
+	h.mustLogin(t, "alice", "alice-1")
 }
