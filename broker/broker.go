@@ -149,6 +149,9 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("load groups and block lists: %w", err)
 	}
 	b.directory = directory
+	// Groups take only users the hub knows, whatever their login: JWT and
+	// certificate users have no user record but own client IDs.
+	directory.RequireKnownUsers(store.KnownUser)
 	auth, err := newAuth(cfg, b.mochi, store, directory, log)
 	if err != nil {
 		_ = store.Close()
