@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mqhub/mqhub/hooks"
 	"github.com/mqhub/mqhub/storage"
 )
 
@@ -31,12 +32,8 @@ const adminTimeout = 10 * time.Second
 const (
 	adminFailCredentials = "bad_credentials" // unknown user or wrong password
 	adminFailNotAdmin    = "not_admin"       // right password, no admin flag
+	adminFailBusy        = "busy"            // refused unchecked: too many logins in flight (429)
 )
-
-// adminDummyHash is compared against when the user named in a request does
-// not exist, so that an unknown user takes as long to refuse as a wrong
-// password (bcrypt cost 10, as HashPassword).
-var adminDummyHash = []byte("$2a$10$7.7EyYl8kctIBJEEVM3gae5PcIEbeh8x/oD9VjGpNEmcliafHOE6q")
 
 // adminAPI is the JSON user management API under /v1/admin/.
 type adminAPI struct {
@@ -55,7 +52,8 @@ type adminAPI struct {
 // The API manages the user store while the hub runs (the `mqhub user`
 // commands cannot open the store then). Every request authenticates with
 // HTTP Basic as a user of the store whose admin flag is set: no or wrong
-// credentials get 401 with WWW-Authenticate, a user without the flag 403.
+// credentials get 401 with WWW-Authenticate, a user without the flag 403,
+// a login over the bounds on password checks in flight 429 (hooks.Auth).
 // Failed logins are logged (sampled, never the password) and counted in
 // mqhub_admin_auth_failures_total{reason}. The first admin is therefore
 // made offline, while the hub is stopped:
@@ -90,7 +88,7 @@ func (b *Broker) registerAdminAPI(mux *http.ServeMux) {
 			Help: "Refused logins to the HTTP admin API, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{adminFailCredentials, adminFailNotAdmin} {
+	for _, r := range []string{adminFailCredentials, adminFailNotAdmin, adminFailBusy} {
 		a.failures.WithLabelValues(r) // export zeros so dashboards see the series
 	}
 	b.metrics.registry.MustRegister(a.failures)
@@ -115,26 +113,26 @@ func (a *adminAPI) auth(h adminHandler) http.Handler {
 			unauthorized(w, "authentication required")
 			return
 		}
-		u, err := a.b.store.GetUser(name)
+		// As a CONNECT: the same failure delay and bounds on checks in
+		// flight (hooks.Auth), so guessing gains nothing over HTTP.
+		id, err := a.b.auth.PasswordLogin(r.Context(), r.RemoteAddr, name, []byte(pw))
 		switch {
-		case err == nil:
-			if !storage.CheckPassword(u.PasswordHash, []byte(pw)) {
-				a.refuse(w, r, name, adminFailCredentials)
-				return
-			}
-		case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrInvalid):
-			storage.CheckPassword(adminDummyHash, []byte(pw)) // same time as a wrong password
+		case errors.Is(err, hooks.ErrLoginBusy):
+			a.failures.WithLabelValues(adminFailBusy).Inc()
+			tooManyLogins(w, r, a.b, name, err)
+			return
+		case errors.Is(err, hooks.ErrAuthUnavailable):
+			a.b.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("admin API: login not checked")
+			writeError(w, http.StatusServiceUnavailable, "user store unavailable")
+			return
+		case err != nil:
 			a.refuse(w, r, name, adminFailCredentials)
 			return
-		default:
-			a.storeError(w, r, err, name)
-			return
-		}
-		if !u.Admin {
+		case !id.Admin:
 			a.refuse(w, r, name, adminFailNotAdmin)
 			return
 		}
-		h(w, r, u.Name)
+		h(w, r, id.User)
 	})
 }
 
@@ -150,22 +148,21 @@ func (a *adminAPI) refuse(w http.ResponseWriter, r *http.Request, user, reason s
 		writeError(w, http.StatusForbidden, "user is not an admin")
 		return
 	}
-	holdRefusal(r, a.b.auth.FailedLogin(r.RemoteAddr))
 	unauthorized(w, "unknown user or wrong password")
 }
 
-// holdRefusal waits d before a failed login is answered (guessing
-// passwords gets slow), or until the client gives up.
-func holdRefusal(r *http.Request, d time.Duration) {
-	if d <= 0 {
-		return
+// tooManyLogins answers a login refused before its password was checked,
+// as too many were in flight from the client's IP or for the user name:
+// 429 with Retry-After. Logged sampled: a guesser sends them by the
+// dozen.
+func tooManyLogins(w http.ResponseWriter, r *http.Request, b *Broker, user string, err error) {
+	if len(user) > storage.MaxUserNameLen {
+		user = user[:storage.MaxUserNameLen] + "..."
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-r.Context().Done():
-	}
+	b.sampled.Warn().Str("user", user).Str("remote", r.RemoteAddr).Str("method", r.Method).
+		Str("path", r.URL.Path).Str("reason", err.Error()).Msg("API login refused")
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusTooManyRequests, "too many logins in progress from your address or for this user; retry later")
 }
 
 func unauthorized(w http.ResponseWriter, msg string) {

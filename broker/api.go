@@ -33,7 +33,9 @@ type userAPI struct {
 // authenticates as a CONNECT does (hooks.Auth.Login), with HTTP Basic
 // (user name and password, or an empty user name and a JWT as the
 // password) or with "Authorization: Bearer <JWT>". No or wrong credentials
-// get 401 with WWW-Authenticate; failed logins are logged (sampled, never
+// get 401 with WWW-Authenticate, held like a refused CONNECT; a login
+// while too many password checks are in flight from the IP or for the
+// user name gets 429 unchecked. Failed logins are logged (sampled, never
 // the password). The caller acts as itself; a caller whose user has the
 // admin flag may also see and change every group.
 //
@@ -42,11 +44,11 @@ type userAPI struct {
 // {"name","title","owner","members":[...],"created"}):
 //
 //	GET    /v1/groups[?all=1]                   200 [group, ...]: the caller's groups; all=1 every group (admins, else 403)
-//	POST   /v1/groups                           {"name","title","members"} 201 group / 400 / 409
+//	POST   /v1/groups                           {"name","title","members"} 201 group / 400 (also unknown members) / 409
 //	GET    /v1/groups/{name}                    200 group / 404
 //	PATCH  /v1/groups/{name}                    {"title"} 200 group / 400 / 403 / 404
 //	DELETE /v1/groups/{name}                    204 / 403 / 404
-//	POST   /v1/groups/{name}/members            {"users":[...]} 200 group / 400 / 403 / 404 / 409 full
+//	POST   /v1/groups/{name}/members            {"users":[...]} 200 group / 400 (also unknown users) / 403 / 404 / 409 full
 //	DELETE /v1/groups/{name}/members/{user}     200 group / 403 / 404 / 409 owner
 //	GET    /v1/me/blocks                        200 ["user", ...]
 //	PUT    /v1/me/blocks/{user}                 204 / 400
@@ -54,7 +56,9 @@ type userAPI struct {
 //	GET    /v1/me/settings                      200 {"hide_last_seen": bool}
 //	PATCH  /v1/me/settings                      {"hide_last_seen": bool} 200 settings / 400
 //
-// The caller who creates a group owns it and is one of its members. A
+// Members must be users the hub knows (storage.Store.KnownUser: a user
+// record, or a user who has connected). The caller who creates a group
+// owns it and is one of its members. A
 // group is visible to its members and to admins only: to anyone else it
 // does not exist (404), so that group names cannot be probed. Its owner
 // and admins change and delete it; a member who is not the owner gets 403
@@ -88,8 +92,11 @@ func (a *userAPI) auth(h apiHandler) http.Handler {
 			unauthorized(w, "authentication required")
 			return
 		}
-		id, err := a.b.auth.Login(user, []byte(secret))
+		id, err := a.b.auth.Login(r.Context(), r.RemoteAddr, user, []byte(secret))
 		switch {
+		case errors.Is(err, hooks.ErrLoginBusy):
+			tooManyLogins(w, r, a.b, user, err)
+			return
 		case errors.Is(err, hooks.ErrAuthUnavailable):
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
@@ -129,8 +136,7 @@ func (a *userAPI) refuse(w http.ResponseWriter, r *http.Request, user, why strin
 	}
 	a.b.sampled.Warn().Str("user", user).Str("remote", r.RemoteAddr).Str("method", r.Method).
 		Str("path", r.URL.Path).Str("reason", why).Msg("API login refused")
-	holdRefusal(r, a.b.auth.FailedLogin(r.RemoteAddr))
-	unauthorized(w, why)
+	unauthorized(w, why) // Login held the refusal already
 }
 
 // apiGroup is a group as the API shows it.
@@ -426,7 +432,7 @@ func (a *userAPI) fail(w http.ResponseWriter, r *http.Request, err error, group 
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no group %q", group))
 	case errors.Is(err, storage.ErrExists):
 		writeError(w, http.StatusConflict, fmt.Sprintf("group %q already exists", group))
-	case errors.Is(err, storage.ErrInvalid):
+	case errors.Is(err, storage.ErrInvalid), errors.Is(err, hooks.ErrUnknownUser):
 		writeError(w, http.StatusBadRequest, errorText(err))
 	case errors.Is(err, hooks.ErrGroupFull), errors.Is(err, hooks.ErrOwner):
 		writeError(w, http.StatusConflict, errorText(err))

@@ -447,3 +447,38 @@ func TestAPIFailedLoginsAreHeld(t *testing.T) {
 	// Only refusals are held: the right password still gets in.
 	wantStatus(t, apiAs(t, h, "alice", http.MethodGet, "/v1/me/settings", nil), http.StatusOK)
 }
+
+// TestAPIGroupUnknownMembers is the defect of issue 12 (item 10): group
+// creation added any name, even of a user who did not exist. Now a group
+// takes only users the hub knows (a user record, or a user who has
+// connected: JWT users have no record); the others are refused with 400
+// naming them, and nothing changes.
+func TestAPIGroupUnknownMembers(t *testing.T) {
+	h := startSecureHub(t, testACL)
+	r := apiAs(t, h, "alice", http.MethodPost, "/v1/groups", map[string]any{"name": "club", "members": []string{"bob", "mallory", "zed"}})
+	wantStatus(t, r, http.StatusBadRequest)
+	if msg := r.errorMessage(t); !strings.Contains(msg, `"mallory", "zed"`) || strings.Contains(msg, `"bob"`) {
+		t.Fatalf("error %q, want it to name mallory and zed only", msg)
+	}
+	if _, err := h.Store().GetGroup("club"); err == nil {
+		t.Fatal("a group with unknown members was created")
+	}
+
+	wantStatus(t, apiAs(t, h, "alice", http.MethodPost, "/v1/groups", map[string]any{"name": "club", "members": []string{"bob"}}), http.StatusCreated)
+	r = apiAs(t, h, "alice", http.MethodPost, "/v1/groups/club/members", map[string]any{"users": []string{"carol", "bob"}})
+	wantStatus(t, r, http.StatusBadRequest)
+	if msg := r.errorMessage(t); !strings.Contains(msg, `unknown user "carol"`) {
+		t.Fatalf("error %q, want it to name carol", msg)
+	}
+	// carol logs in with a JWT (no user record): once she has connected,
+	// the hub knows her.
+	token := h.token(t, jwt.MapClaims{"sub": "carol", "exp": time.Now().Add(time.Hour).Unix()})
+	if _, ack, err := h.login(t, "", token, "carol-phone"); err != nil {
+		t.Fatalf("carol's JWT login: %v (connack %+v)", err, ack)
+	}
+	r = apiAs(t, h, "alice", http.MethodPost, "/v1/groups/club/members", map[string]any{"users": []string{"carol"}})
+	wantStatus(t, r, http.StatusOK)
+	if g := r.apiGroup(t); !slices.Equal(g.Members, []string{"alice", "bob", "carol"}) {
+		t.Fatalf("members %v", g.Members)
+	}
+}

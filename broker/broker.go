@@ -46,6 +46,7 @@ type Broker struct {
 	directory *hooks.Directory // groups, block lists, privacy settings
 	presence  *hooks.Presence
 	offline   *offline.Hook
+	sessions  *hooks.UserSessions // persistent sessions per user
 	conns     conns
 	ready     atomic.Bool
 
@@ -151,12 +152,16 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("load groups and block lists: %w", err)
 	}
 	b.directory = directory
+	// Groups take only users the hub knows, whatever their login: JWT and
+	// certificate users have no user record but own client IDs.
+	directory.RequireKnownUsers(store.KnownUser)
 	auth, err := newAuth(cfg, b.mochi, store, directory, log)
 	if err != nil {
 		_ = store.Close()
 		return nil, err
 	}
 	b.auth = auth
+	b.metrics.registerAuth(auth.Stats())
 	receipts := hooks.NewReceipts(hooks.ReceiptsOptions{
 		Sent: store, Groups: directory, Router: b.offline, Window: cfg.ReceiptWindow, Logger: log,
 	})
@@ -166,9 +171,13 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	limits := hooks.NewLimits(hooks.LimitsOptions{
 		Server: b.mochi, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP, ConnectRate: cfg.ConnectRate,
 		PublishRate: cfg.PublishRate, PublishBytesRate: int64(cfg.PublishBytesRate), MaxSubscriptions: cfg.MaxSubscriptions,
+		UserPublishRate: cfg.UserPublishRate, UserPublishBurst: cfg.UserPublishBurst, Exempt: auth.IsAdmin,
 		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
 	})
 	b.metrics.registerLimits(limits.Stats())
+	b.sessions = hooks.NewUserSessions(hooks.UserSessionsOptions{
+		Server: b.mochi, Max: cfg.MaxSessionsPerUser, Sessions: store, Stats: limits.Stats(), Logger: log,
+	})
 	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
 	b.offline.SetRules(offline.Rules{
 		// The entry path: every message, whatever way it came in, meets
@@ -183,10 +192,11 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Acknowledged: receipts.Delivered,
 		Acknowledges: receipts.WantsDelivered,
 	})
-	// Order matters: auth identifies a client before the others see it;
-	// presence stops (and flushes) before the offline hook.
+	// Order matters: auth identifies a client before the others see it
+	// (and the sessions cap counts for it); presence stops (and flushes)
+	// before the offline hook.
 	keepalive := &hooks.KeepaliveCap{Max: uint16(cfg.MaxKeepalive / time.Second)}
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, keepalive, envelope, receipts, b.presence, b.offline} {
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, b.sessions, keepalive, envelope, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -244,6 +254,8 @@ func (b *Broker) start() error {
 	}
 	if len(errs) == 0 {
 		if err := b.offline.Restore(context.Background()); err != nil {
+			errs = append(errs, err)
+		} else if err := b.sessions.Load(); err != nil {
 			errs = append(errs, err)
 		} else {
 			b.presence.Restore()
@@ -389,6 +401,8 @@ func newAuth(cfg Config, server *mqtt.Server, store *storage.Store, groups hooks
 		Groups:         groups,
 		AllowAnonymous: cfg.AllowAnonymous,
 		Logger:         log,
+		MaxChecksPerIP: cfg.MaxChecksPerIP, MaxChecksPerUser: cfg.MaxChecksPerUser,
+		CheckPassword: cfg.passwordCheck,
 	}), nil
 }
 

@@ -72,7 +72,12 @@ type Config struct {
 	ConnectRate         float64  // new connections per second from one IP, token bucket (0: no limit)
 	PublishRate         float64  // PUBLISH packets per second per client, token bucket (0: no limit)
 	PublishBytesRate    ByteSize // PUBLISH payload bytes per second per client, token bucket (0: no limit)
+	UserPublishRate     float64  // PUBLISH packets per second per user over all its connections (0: no limit)
+	UserPublishBurst    int      // PUBLISH packets one user may send at once before UserPublishRate applies
 	MaxSubscriptions    int      // subscriptions one client may hold (0: no limit)
+	MaxSessionsPerUser  int      // persistent sessions one user may hold (0: no limit)
+	MaxChecksPerIP      int      // password checks in flight at once from one IP (0: no limit)
+	MaxChecksPerUser    int      // password checks in flight at once for one user name (0: no limit)
 	MaxTopicLength      int      // bytes in a topic name or filter
 	MaxTopicLevels      int      // levels in a topic name or filter
 
@@ -88,6 +93,10 @@ type Config struct {
 	CleanQueueMaxBytes ByteSize      // bytes one clean session's queue (in memory) may hold
 	QueueMaxAge        time.Duration // queued messages older than this are dropped (0: no limit)
 	QueuePolicy        string        // refuse-new or drop-oldest, when a queue is full
+
+	// passwordCheck replaces the bcrypt comparison of logins when set
+	// (tests that hold or count checks: export_test.go).
+	passwordCheck func(hash, password []byte) bool
 }
 
 // Envelope, durability and queue policy values.
@@ -128,6 +137,11 @@ func Default() Config {
 		DedupeWindow:       5 * time.Minute,
 		ReceiptWindow:      30 * 24 * time.Hour,
 		MaxGroupMembers:    1024,
+		UserPublishRate:    50,
+		UserPublishBurst:   1000,
+		MaxSessionsPerUser: 100,
+		MaxChecksPerIP:     4,
+		MaxChecksPerUser:   2,
 		MaxTopicLength:     4096,
 		MaxTopicLevels:     32,
 		Durability:         DurabilitySync,
@@ -245,8 +259,12 @@ func (c Config) Validate() error {
 	if c.WriteBufferSize < 256 || c.WriteBufferSize > 16*MiB {
 		bad("write-buffer-size: %s must be between 256B and 16MiB", c.WriteBufferSize)
 	}
-	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 {
-		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions: must not be negative (0 means no limit)")
+	if c.MaxConnectionsPerIP < 0 || c.ConnectRate < 0 || c.PublishRate < 0 || c.PublishBytesRate < 0 || c.MaxSubscriptions < 0 || c.UserPublishRate < 0 || c.MaxSessionsPerUser < 0 ||
+		c.MaxChecksPerIP < 0 || c.MaxChecksPerUser < 0 {
+		bad("max-connections-per-ip, connect-rate, publish-rate, publish-bytes-rate, max-subscriptions, user-publish-rate, max-sessions-per-user, max-password-checks-per-ip, max-password-checks-per-user: must not be negative (0 means no limit)")
+	}
+	if c.UserPublishRate > 0 && c.UserPublishBurst < 1 {
+		bad("user-publish-burst: %d must be at least 1 when user-publish-rate is set", c.UserPublishBurst)
 	}
 	if c.Envelope != EnvelopeMessaging && c.Envelope != EnvelopeAll {
 		bad("envelope: %q must be %s or %s", c.Envelope, EnvelopeMessaging, EnvelopeAll)

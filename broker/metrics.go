@@ -105,6 +105,10 @@ func (m *metrics) registerMessaging(st *hooks.ReceiptsStats, online func() int64
 	}, func() float64 { return float64(online()) }))
 }
 
+// limitRefusalsHelp is the help of mqhub_limit_refusals_total, whose
+// series come from the limits hooks and from the auth hook.
+const limitRefusalsHelp = "CONNECTs, logins, PUBLISHes and topic filters refused by a configured limit, by limit."
+
 // registerLimits exports the refusals of the limits hook, one series per
 // limit.
 func (m *metrics) registerLimits(st *hooks.LimitsStats) {
@@ -116,13 +120,36 @@ func (m *metrics) registerLimits(st *hooks.LimitsStats) {
 		{"connect_rate", st.ConnectRate.Load},
 		{"publish_rate", st.PublishRate.Load},
 		{"publish_bytes_rate", st.PublishBytesRate.Load},
+		{"user_publish_rate", st.UserPublishRate.Load},
+		{"sessions_per_user", st.SessionsPerUser.Load},
 		{"subscriptions", st.Subscriptions.Load},
 		{"topic_length", st.TopicLength.Load},
 		{"topic_levels", st.TopicLevels.Load},
 	} {
 		counterFunc(m.registry, prometheus.CounterOpts{
 			Name:        "mqhub_limit_refusals_total",
-			Help:        "CONNECTs, PUBLISHes and topic filters refused by a configured limit, by limit.",
+			Help:        limitRefusalsHelp,
+			ConstLabels: prometheus.Labels{"limit": c.limit},
+		}, c.v)
+	}
+}
+
+// registerAuth exports the password checks and the logins refused
+// before one (with the limits' refusals).
+func (m *metrics) registerAuth(st *hooks.AuthStats) {
+	counterFuncs(m.registry, []counter[int64]{
+		{"mqhub_password_checks_total", "Password checks (bcrypt) run for logins over MQTT and HTTP.", st.PasswordChecks.Load},
+	})
+	for _, c := range []struct {
+		limit string
+		v     func() int64
+	}{
+		{"password_checks_per_ip", st.ChecksPerIP.Load},
+		{"password_checks_per_user", st.ChecksPerUser.Load},
+	} {
+		counterFunc(m.registry, prometheus.CounterOpts{
+			Name:        "mqhub_limit_refusals_total",
+			Help:        limitRefusalsHelp,
 			ConstLabels: prometheus.Labels{"limit": c.limit},
 		}, c.v)
 	}

@@ -59,6 +59,21 @@ type AuthOptions struct {
 	// ClaimTimeout bounds the durable write that binds a client ID to its
 	// first user (default 5 s).
 	ClaimTimeout time.Duration
+	// MaxChecksPerIP and MaxChecksPerUser bound the password checks in
+	// flight at once from one IP and for one user name (0: no bound);
+	// logins over them are refused at once, without a check: MQTT with
+	// CONNACK 0x9F connection rate exceeded, HTTP with ErrLoginBusy.
+	MaxChecksPerIP, MaxChecksPerUser int
+	// CheckPassword compares a password with its bcrypt hash; nil is
+	// storage.CheckPassword. Tests replace it to hold or count checks.
+	CheckPassword func(hash, password []byte) bool
+}
+
+// AuthStats counts the password checks and the logins refused before one.
+type AuthStats struct {
+	PasswordChecks atomic.Int64 // bcrypt comparisons run (unknown users' included)
+	ChecksPerIP    atomic.Int64 // logins refused: MaxChecksPerIP checks in flight from the IP
+	ChecksPerUser  atomic.Int64 // logins refused: MaxChecksPerUser checks in flight for the user name
 }
 
 // Auth authenticates clients (user store passwords, JWTs, TLS client
@@ -71,10 +86,12 @@ type Auth struct {
 	opts       AuthOptions
 	acl        atomic.Pointer[ACLFile] // the current rules; opts.ACL at start
 	log        zerolog.Logger
-	sampled    zerolog.Logger // refused publishes: a client can cause them at will
+	sampled    zerolog.Logger // for refusals a client can repeat at will
 	identities sync.Map       // *mqtt.Client -> Identity
 	admins     sync.Map       // user -> bool, for sessions whose client is offline
 	failures   failureTracker
+	gate       loginGate
+	stats      AuthStats
 }
 
 // NewAuth returns the authentication and authorization hook.
@@ -88,12 +105,18 @@ func NewAuth(opts AuthOptions) *Auth {
 	if opts.ClaimTimeout <= 0 {
 		opts.ClaimTimeout = 5 * time.Second
 	}
+	if opts.CheckPassword == nil {
+		opts.CheckPassword = storage.CheckPassword
+	}
 	log := opts.Logger.With().Str("component", "auth").Logger()
 	h := &Auth{
-		opts:     opts,
-		log:      log,
-		sampled:  log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}}),
+		opts: opts,
+		log:  log,
+		sampled: log.Sample(&zerolog.BurstSampler{
+			Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100},
+		}),
 		failures: failureTracker{window: time.Minute, recent: map[string][]time.Time{}},
+		gate:     loginGate{perIP: opts.MaxChecksPerIP, perUser: opts.MaxChecksPerUser},
 	}
 	h.acl.Store(opts.ACL)
 	return h
@@ -102,6 +125,9 @@ func NewAuth(opts AuthOptions) *Auth {
 // SetACL replaces the ACL file's rules (a reload): every check from now on,
 // including the send-time checks of messages already queued, uses them.
 func (h *Auth) SetACL(acl *ACLFile) { h.acl.Store(acl) }
+
+// Stats returns the password check counters.
+func (h *Auth) Stats() *AuthStats { return &h.stats }
 
 // ID implements mqtt.Hook.
 func (h *Auth) ID() string { return "auth" }
@@ -115,10 +141,12 @@ func (h *Auth) Provides(b byte) bool {
 	return false
 }
 
-// refusal is a failed CONNECT: the reason code and what the log says.
+// refusal is a failed CONNECT: the reason code and what the log says;
+// held when the refusal's failure delay was already waited.
 type refusal struct {
 	code packets.Code
 	why  string
+	held bool
 }
 
 // OnConnect authenticates the client and checks what it asks for before
@@ -130,13 +158,14 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		r = h.authorizeConnect(cl, pk, id)
 	}
 	if r != nil {
-		ip := remoteIP(cl.Net.Remote)
-		if r.code == packets.ErrBadUsernameOrPassword {
-			if d := h.failures.delay(ip, h.opts.FailureDelay, h.opts.MaxFailureDelay); d > 0 {
-				time.Sleep(d) // holds only this connection's goroutine
-			}
+		if r.code == packets.ErrBadUsernameOrPassword && !r.held {
+			h.hold(context.Background(), remoteIP(cl.Net.Remote)) // holds only this connection's goroutine
 		}
-		h.log.Info().Str("client_id", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
+		log := h.log
+		if r.code == packets.ErrConnectionRateExceeded {
+			log = h.sampled // a guesser's parallel flood: one line each would drown the log
+		}
+		log.Info().Str("client_id", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
 			Str("reason", r.code.Reason).Str("detail", r.why).Msg("connection refused")
 		return refuseConnect(h.opts.Server, cl, r.code)
 	}
@@ -169,10 +198,10 @@ func (h *Auth) authenticate(cl *mqtt.Client, pk packets.Packet) (Identity, *refu
 		if state, ok := tc.TLSState(); ok && len(state.VerifiedChains) > 0 {
 			user := certificateUser(state)
 			if user == "" || !validName(user) {
-				return Identity{}, &refusal{packets.ErrNotAuthorized, "client certificate names no usable user"}
+				return Identity{}, &refusal{code: packets.ErrNotAuthorized, why: "client certificate names no usable user"}
 			}
 			if username != "" && username != user {
-				return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "user name differs from the client certificate"}
+				return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: "user name differs from the client certificate"}
 			}
 			return h.identity(user), nil
 		}
@@ -182,65 +211,126 @@ func (h *Auth) authenticate(cl *mqtt.Client, pk packets.Packet) (Identity, *refu
 		if h.opts.AllowAnonymous {
 			return Identity{}, nil
 		}
-		return Identity{}, &refusal{packets.ErrNotAuthorized, "no credentials and anonymous access is off"}
+		return Identity{}, &refusal{code: packets.ErrNotAuthorized, why: "no credentials and anonymous access is off"}
 	}
-	return h.credentials(username, password)
+	return h.credentials(context.Background(), cl.Net.Remote, username, password)
 }
 
 // Login checks a user name and password, or a JWT given as the password
-// (the user name may then be empty), as a CONNECT would. The HTTP API
+// (the user name may then be empty), from remote (host:port), as a CONNECT
+// would: a refusal is held as long as a CONNECT's would be (or until ctx
+// ends), and MQTT and HTTP failures from one IP count together, so an
+// attacker gains nothing by switching protocols. The HTTP API
 // authenticates with it. A refusal's error text is safe to show.
-func (h *Auth) Login(username string, password []byte) (Identity, error) {
-	id, r := h.credentials(username, password)
-	if r != nil {
-		if r.code == packets.ErrServerUnavailable {
-			return Identity{}, fmt.Errorf("%w: %s", ErrAuthUnavailable, r.why)
-		}
-		return Identity{}, fmt.Errorf("%w: %s", ErrLoginFailed, r.why)
-	}
-	return id, nil
+func (h *Auth) Login(ctx context.Context, remote, username string, password []byte) (Identity, error) {
+	id, r := h.credentials(ctx, remote, username, password)
+	return id, h.loginError(ctx, remote, r)
 }
 
-// FailedLogin records a failed login from remote (host:port) made outside
-// MQTT, through the HTTP APIs, and returns how long to hold the refusal.
-// MQTT and HTTP failures from one IP count together, so an attacker gains
-// nothing by switching protocols.
-func (h *Auth) FailedLogin(remote string) time.Duration {
-	return h.failures.delay(remoteIP(remote), h.opts.FailureDelay, h.opts.MaxFailureDelay)
+// PasswordLogin is Login for a user name and password of the user store
+// only (no JWT): the admin API's HTTP Basic.
+func (h *Auth) PasswordLogin(ctx context.Context, remote, username string, password []byte) (Identity, error) {
+	id, r := h.password(ctx, remote, username, password)
+	return id, h.loginError(ctx, remote, r)
+}
+
+// loginError holds a failed login not held yet and turns its refusal into
+// one of the login errors.
+func (h *Auth) loginError(ctx context.Context, remote string, r *refusal) error {
+	switch {
+	case r == nil:
+		return nil
+	case r.code == packets.ErrServerUnavailable:
+		return fmt.Errorf("%w: %s", ErrAuthUnavailable, r.why)
+	case r.code == packets.ErrConnectionRateExceeded:
+		return fmt.Errorf("%w: %s", ErrLoginBusy, r.why)
+	}
+	if !r.held {
+		h.hold(ctx, remoteIP(remote))
+	}
+	return fmt.Errorf("%w: %s", ErrLoginFailed, r.why)
 }
 
 // Login errors.
 var (
 	ErrLoginFailed     = errors.New("login failed")
 	ErrAuthUnavailable = errors.New("authentication unavailable")
+	// ErrLoginBusy: too many password checks in flight from the IP or for
+	// the user name; nothing was checked, retry later.
+	ErrLoginBusy = errors.New("too many logins in progress")
 )
 
+// hold records a failed login from ip and waits as long as the recent
+// failures from ip call for (nothing for the first few), or until ctx
+// ends.
+func (h *Auth) hold(ctx context.Context, ip string) {
+	d := h.failures.delay(ip, h.opts.FailureDelay, h.opts.MaxFailureDelay)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // credentials checks a password or a JWT.
-func (h *Auth) credentials(username string, password []byte) (Identity, *refusal) {
+func (h *Auth) credentials(ctx context.Context, remote, username string, password []byte) (Identity, *refusal) {
 	if h.opts.JWT != nil && LooksLikeJWT(password) {
 		user, err := h.opts.JWT.Verify(string(password))
 		if err != nil {
-			return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, err.Error()}
+			return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: err.Error()}
 		}
 		if username != "" && username != user {
-			return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "user name differs from the token's subject"}
+			return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: "user name differs from the token's subject"}
 		}
 		return h.identity(user), nil
 	}
+	return h.password(ctx, remote, username, password)
+}
+
+// password checks a user name and password against the user store, within
+// the bounds of the login gate; a wrong one is held (its delay waited)
+// before the IP's place is given back.
+func (h *Auth) password(ctx context.Context, remote, username string, password []byte) (Identity, *refusal) {
 	if h.opts.Users == nil || !validName(username) || len(password) == 0 {
-		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+		return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: "unknown user or wrong password"}
 	}
+	ip := remoteIP(remote)
+	switch h.gate.enter(ip, username) {
+	case gateIP:
+		h.stats.ChecksPerIP.Add(1)
+		return Identity{}, &refusal{code: packets.ErrConnectionRateExceeded, why: "too many password checks in progress " + gateIP}
+	case gateUser:
+		h.stats.ChecksPerUser.Add(1)
+		return Identity{}, &refusal{code: packets.ErrConnectionRateExceeded, why: "too many password checks in progress " + gateUser}
+	}
+	defer h.gate.leaveIP(ip)
+	id, r := h.checkPassword(username, password)
+	h.gate.leaveUser(username)
+	if r != nil && r.code == packets.ErrBadUsernameOrPassword {
+		h.hold(ctx, ip)
+		r.held = true
+	}
+	return id, r
+}
+
+// checkPassword runs the password check itself.
+func (h *Auth) checkPassword(username string, password []byte) (Identity, *refusal) {
+	h.stats.PasswordChecks.Add(1)
 	u, err := h.opts.Users.GetUser(username)
 	if err != nil {
 		if !errors.Is(err, storage.ErrNotFound) {
 			h.log.Error().Err(err).Str("user", username).Msg("user store lookup failed")
-			return Identity{}, &refusal{packets.ErrServerUnavailable, "user store unavailable"}
+			return Identity{}, &refusal{code: packets.ErrServerUnavailable, why: "user store unavailable"}
 		}
-		storage.CheckPassword(dummyHash, password) // same time as a wrong password
-		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+		h.opts.CheckPassword(dummyHash, password) // same time as a wrong password
+		return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: "unknown user or wrong password"}
 	}
-	if !storage.CheckPassword(u.PasswordHash, password) {
-		return Identity{}, &refusal{packets.ErrBadUsernameOrPassword, "unknown user or wrong password"}
+	if !h.opts.CheckPassword(u.PasswordHash, password) {
+		return Identity{}, &refusal{code: packets.ErrBadUsernameOrPassword, why: "unknown user or wrong password"}
 	}
 	return Identity{User: u.Name, Admin: u.Admin}, nil
 }
@@ -261,7 +351,7 @@ func (h *Auth) identity(user string) Identity {
 // client.
 func (h *Auth) authorizeConnect(cl *mqtt.Client, pk packets.Packet, id Identity) *refusal {
 	if strings.ContainsAny(cl.ID, "+#/") || strings.ContainsRune(cl.ID, 0) {
-		return &refusal{packets.ErrClientIdentifierNotValid, "client ID holds a wildcard or a level separator"}
+		return &refusal{code: packets.ErrClientIdentifierNotValid, why: "client ID holds a wildcard or a level separator"}
 	}
 	if id.User != "" && h.opts.Users != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), h.opts.ClaimTimeout)
@@ -269,14 +359,14 @@ func (h *Auth) authorizeConnect(cl *mqtt.Client, pk packets.Packet, id Identity)
 		cancel()
 		if err != nil {
 			h.log.Error().Err(err).Str("client_id", cl.ID).Str("user", id.User).Msg("client ID ownership not recorded")
-			return &refusal{packets.ErrServerUnavailable, "client ID ownership not recorded"}
+			return &refusal{code: packets.ErrServerUnavailable, why: "client ID ownership not recorded"}
 		}
 		if owner != id.User {
-			return &refusal{packets.ErrClientIdentifierNotValid, "client ID belongs to another user"}
+			return &refusal{code: packets.ErrClientIdentifierNotValid, why: "client ID belongs to another user"}
 		}
 	}
 	if pk.Connect.WillFlag && !h.allowed(id, cl.ID, pk.Connect.WillTopic, true) {
-		return &refusal{packets.ErrNotAuthorized, "will topic not allowed"}
+		return &refusal{code: packets.ErrNotAuthorized, why: "will topic not allowed"}
 	}
 	return nil
 }
@@ -325,6 +415,9 @@ func (h *Auth) Admit(in *offline.Inbound) error {
 func (h *Auth) CanRead(user, clientID, topic string) bool {
 	return h.allowed(Identity{User: user, Admin: h.isAdmin(user)}, clientID, topic, false)
 }
+
+// IsAdmin reports whether user has the admin flag (see isAdmin).
+func (h *Auth) IsAdmin(user string) bool { return h.isAdmin(user) }
 
 // isAdmin reports the admin flag of a user, from a cache kept current by
 // logins and ForgetUser, else from the user store.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/mqhub/mqhub/storage"
@@ -17,6 +19,10 @@ var ErrGroupFull = errors.New("group full")
 // ErrOwner is returned when removing a group's owner (delete the group
 // instead).
 var ErrOwner = errors.New("the owner cannot leave the group")
+
+// ErrUnknownUser is returned when a group would get a member the hub does
+// not know (see RequireKnownUsers).
+var ErrUnknownUser = errors.New("unknown user")
 
 // DirectoryStore is what Directory needs of *storage.Store.
 type DirectoryStore interface {
@@ -60,6 +66,7 @@ type Directory struct {
 	blocks   map[string]map[string]struct{} // user -> users blocked
 	settings map[string]storage.Settings    // users seen so far
 	onSet    []func(user string, st storage.Settings)
+	known    func(user string) (bool, error) // nil: any valid name may be a member
 }
 
 // NewDirectory loads every group and block from store. maxMembers <= 0
@@ -91,6 +98,47 @@ func NewDirectory(store DirectoryStore, maxMembers int) (*Directory, error) {
 		return nil, fmt.Errorf("directory: load blocks: %w", err)
 	}
 	return d, nil
+}
+
+// RequireKnownUsers makes CreateGroup and AddMembers refuse members for
+// whom known answers false, with ErrUnknownUser naming them: a group
+// cannot list a user who does not exist (yet). Call it before the
+// Directory is used.
+func (d *Directory) RequireKnownUsers(known func(user string) (bool, error)) { d.known = known }
+
+// checkKnown returns ErrUnknownUser naming every user of users that known
+// refuses, leaving invalid names to the store's validation.
+func (d *Directory) checkKnown(users []string) error {
+	if d.known == nil {
+		return nil
+	}
+	var unknown []string
+	for _, u := range users {
+		if storage.CheckUserName(u) != nil || slices.Contains(unknown, u) {
+			continue
+		}
+		ok, err := d.known(u)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			unknown = append(unknown, u)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w %s: a member must be a user of the hub (in its user store, or one who has connected)",
+		ErrUnknownUser, quoteAll(unknown))
+}
+
+// quoteAll lists names quoted, comma separated.
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // IsMember reports whether user is a member of group.
@@ -137,13 +185,17 @@ func (d *Directory) Groups() []string {
 
 // CreateGroup creates a group owned by owner with members (the owner is
 // added, duplicates are dropped) and returns it as stored. It fails with
-// ErrGroupFull over MaxMembers, and with the store's ErrExists or
-// ErrInvalid.
+// ErrGroupFull over MaxMembers, ErrUnknownUser, and with the store's
+// ErrExists or ErrInvalid.
 func (d *Directory) CreateGroup(ctx context.Context, name, title, owner string, members []string) (storage.Group, error) {
 	all := append(slices.Clone(members), owner)
 	slices.Sort(all)
-	if n := len(slices.Compact(all)); n > d.maxMembers {
+	all = slices.Compact(all)
+	if n := len(all); n > d.maxMembers {
 		return storage.Group{}, fmt.Errorf("%w: group %q would have %d members, the limit is %d", ErrGroupFull, name, n, d.maxMembers)
+	}
+	if err := d.checkKnown(slices.DeleteFunc(all, func(u string) bool { return u == owner })); err != nil {
+		return storage.Group{}, err
 	}
 	unlock, err := d.keys.lock(ctx, groupLockKey(name))
 	if err != nil {
@@ -170,9 +222,18 @@ func (d *Directory) RenameGroup(ctx context.Context, name, title string) (storag
 }
 
 // AddMembers adds users to a group; users already members are ignored. It
-// fails with ErrGroupFull if the group would exceed MaxMembers, adding
-// nobody.
+// fails with ErrGroupFull if the group would exceed MaxMembers, and with
+// ErrUnknownUser, adding nobody.
 func (d *Directory) AddMembers(ctx context.Context, name string, users []string) (storage.Group, error) {
+	var joining []string
+	for _, u := range users {
+		if !d.IsMember(name, u) {
+			joining = append(joining, u)
+		}
+	}
+	if err := d.checkKnown(joining); err != nil {
+		return storage.Group{}, err
+	}
 	return d.updateGroup(ctx, name, func(g *storage.Group) error {
 		members := append(slices.Clone(g.Members), users...)
 		slices.Sort(members)

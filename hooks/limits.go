@@ -33,6 +33,14 @@ type LimitsOptions struct {
 	// bytes per second of one connection, token buckets of twice that.
 	PublishRate      float64
 	PublishBytesRate int64
+	// UserPublishRate is the PUBLISH packets per second of one user across
+	// all its connections, a token bucket holding UserPublishBurst (at
+	// least 1): one user cannot fill other users' queues, whatever number
+	// of connections it opens. Anonymous clients and users for whom
+	// Exempt answers true (admins) are not counted.
+	UserPublishRate  float64
+	UserPublishBurst int
+	Exempt           func(user string) bool
 	// MaxSubscriptions bounds the subscriptions one session holds;
 	// MaxTopicLength (bytes) and MaxTopicLevels bound topic names and
 	// filters.
@@ -50,6 +58,8 @@ type LimitsStats struct {
 	ConnectRate      atomic.Int64 // CONNECTs refused: the IP connects too often
 	PublishRate      atomic.Int64 // PUBLISHes refused: too many messages
 	PublishBytesRate atomic.Int64 // PUBLISHes refused: too many payload bytes
+	UserPublishRate  atomic.Int64 // PUBLISHes refused or dropped (QoS 0): too many messages from the user
+	SessionsPerUser  atomic.Int64 // CONNECTs refused: the user holds the most persistent sessions allowed (UserSessions)
 	Subscriptions    atomic.Int64 // topic filters refused: too many subscriptions
 	TopicLength      atomic.Int64 // topic names and filters (will topics too) refused: too long
 	TopicLevels      atomic.Int64 // topic names and filters (will topics too) refused: too many levels
@@ -65,6 +75,10 @@ type LimitsStats struct {
 //     QoS 1/2 message is answered PUBACK/PUBREC 0x96 message rate too high
 //     and dropped, a QoS 0 one ends the connection with DISCONNECT 0x96; a
 //     3.1.1 client, which has no reason codes, is disconnected;
+//   - PUBLISH packets per second per user, over all its connections: QoS
+//     1/2 as above, but a QoS 0 message is only dropped (and counted): the
+//     bucket is shared, so one device's flood must not cut off another
+//     device of the same user that sends a typing indicator;
 //   - subscriptions per session: each filter past the limit gets SUBACK
 //     0x97 quota exceeded (3.1.1: 0x80);
 //   - topic length and levels: a PUBLISH is refused like a rate (0x90 topic
@@ -88,8 +102,10 @@ type Limits struct {
 	counted   map[*mqtt.Client]string // established connections and their IP
 	lastSweep time.Time
 
-	publishers sync.Map // *mqtt.Client -> *publishLimits
-	refusedSub sync.Map // *mqtt.Client -> []byte: SUBACK codes to put in, between OnSubscribe and OnSubscribed
+	publishers sync.Map     // *mqtt.Client -> *publishLimits
+	users      sync.Map     // user -> *rate.Limiter, the per-user publish buckets
+	userSweep  atomic.Int64 // unix nanoseconds of the last sweep of users
+	refusedSub sync.Map     // *mqtt.Client -> []byte: SUBACK codes to put in, between OnSubscribe and OnSubscribed
 }
 
 // ipState is what Limits keeps per remote IP.
@@ -357,7 +373,53 @@ func (h *Limits) checkPublish(cl *mqtt.Client, pk packets.Packet) error {
 			return h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "byte rate exceeded")
 		}
 	}
+	if l := h.userBucket(cl); l != nil && !l.AllowN(h.now(), 1) {
+		h.stats.UserPublishRate.Add(1)
+		if pk.FixedHeader.Qos == 0 {
+			h.logRefusal(cl, string(cl.Properties.Username), "publish dropped", packets.ErrMessageRateTooHigh,
+				"message rate of the user exceeded", "topic", pk.TopicName)
+			return offline.ErrIgnore
+		}
+		return h.refusePublish(cl, pk, packets.ErrMessageRateTooHigh, "message rate of the user exceeded")
+	}
 	return nil
+}
+
+// userBucket returns the publish bucket shared by every connection of
+// cl's user, or nil when the user is not limited.
+func (h *Limits) userBucket(cl *mqtt.Client) *rate.Limiter {
+	if h.opts.UserPublishRate <= 0 || len(cl.Properties.Username) == 0 {
+		return nil
+	}
+	user := string(cl.Properties.Username)
+	if h.opts.Exempt != nil && h.opts.Exempt(user) {
+		return nil
+	}
+	h.sweepUsers()
+	if v, ok := h.users.Load(user); ok {
+		return v.(*rate.Limiter)
+	}
+	l := rate.NewLimiter(rate.Limit(h.opts.UserPublishRate), max(1, h.opts.UserPublishBurst))
+	v, _ := h.users.LoadOrStore(user, l)
+	return v.(*rate.Limiter)
+}
+
+// sweepUsers forgets, every sweepEvery, the buckets that are full again:
+// a new bucket would be the same, so memory follows the users who
+// published lately, not every user ever seen. One caller sweeps; the
+// others go on.
+func (h *Limits) sweepUsers() {
+	now := h.now()
+	last := h.userSweep.Load()
+	if now.UnixNano()-last < int64(sweepEvery) || !h.userSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	h.users.Range(func(k, v any) bool {
+		if l := v.(*rate.Limiter); l.TokensAt(now) >= float64(l.Burst()) {
+			h.users.Delete(k)
+		}
+		return true
+	})
 }
 
 // refusePublish refuses a message: QoS 1/2 get the code as their answer

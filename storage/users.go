@@ -422,6 +422,33 @@ func (s *Store) ListClientIDs(user string, fn func(clientID string) error) error
 	return s.keySuffixes(ownedPrefix(user), fn)
 }
 
+// KnownUser reports whether the hub knows a user: a record in the user
+// store, or a client ID it owns (every authenticated user claims one at
+// its first CONNECT, so this covers users who log in with a JWT or a
+// client certificate and have no record). Two point reads at most.
+func (s *Store) KnownUser(name string) (bool, error) {
+	if err := CheckUserName(name); err != nil {
+		return false, err
+	}
+	if _, err := s.GetUser(name); err == nil {
+		return true, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	owns := false
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: ownedPrefix(name)})
+		defer it.Close()
+		it.Rewind()
+		owns = it.Valid()
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("storage: client ids of %q: %w", name, err)
+	}
+	return owns, nil
+}
+
 // keySuffixes calls fn with what follows prefix in every key under it, in
 // byte order, for indexes whose keys carry all there is (empty values).
 func (s *Store) keySuffixes(prefix []byte, fn func(string) error) error {

@@ -238,6 +238,36 @@ func TestClaimClientID(t *testing.T) {
 	}
 }
 
+// TestKnownUser: a user is known by a user record or by a client ID it
+// owns (JWT and certificate users have no record); a name that is only the
+// prefix of a known one is not.
+func TestKnownUser(t *testing.T) {
+	s := openStore(t, Options{})
+	known := func(name string) bool {
+		t.Helper()
+		ok, err := s.KnownUser(name)
+		if err != nil {
+			t.Fatalf("KnownUser(%q): %v", name, err)
+		}
+		return ok
+	}
+	if known("alice") || known("jwt-user") {
+		t.Fatal("a user known in an empty store")
+	}
+	if err := s.PutUser(bg, &User{Name: "alice", PasswordHash: testHash(t, "secret")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimClientID(bg, "phone", "jwt-user"); err != nil {
+		t.Fatal(err)
+	}
+	if !known("alice") || !known("jwt-user") || known("jwt") || known("alic") {
+		t.Fatal("KnownUser wrong after a user record and a claim")
+	}
+	if _, err := s.KnownUser("a/b"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("KnownUser of an invalid name: %v", err)
+	}
+}
+
 // TestClaimClientIDConcurrent races 8 users for each of several client
 // IDs: exactly one wins each, and every caller is told the same owner.
 func TestClaimClientIDConcurrent(t *testing.T) {
