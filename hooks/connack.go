@@ -42,19 +42,3 @@ func refuseConnect(server *mqtt.Server, cl *mqtt.Client, reason packets.Code) er
 	_ = server.SendConnack(cl, code, false, nil)
 	return reason
 }
-
-// PublishRefusal is the MQTT 5 answer refusing a QoS 1 or 2 PUBLISH with a
-// reason code: PUBACK for QoS 1, PUBREC for QoS 2 (mochi's own refusal
-// path always answers PUBACK, which a QoS 2 publisher does not expect).
-func PublishRefusal(pk packets.Packet, code packets.Code) packets.Packet {
-	ack := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Puback},
-		PacketID:    pk.PacketID,
-		ReasonCode:  code.Code,
-		Properties:  packets.Properties{ReasonString: code.Reason},
-	}
-	if pk.FixedHeader.Qos == 2 {
-		ack.FixedHeader.Type = packets.Pubrec
-	}
-	return ack
-}

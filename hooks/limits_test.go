@@ -249,7 +249,7 @@ func TestLimitsConnectRateAndBoundedState(t *testing.T) {
 
 // TestLimitsPublishRefusals checks the rule's decisions; the answers on
 // the wire (PUBACK/PUBREC with the code, in order) are the entry path's
-// and are checked in broker's TestPublishLimits.
+// and are checked in broker's TestLimitPublishRate and TestLimitTopicLengthAndLevels.
 func TestLimitsPublishRefusals(t *testing.T) {
 	f := newLimitsFixture(t, LimitsOptions{PublishRate: 1, PublishBytesRate: 100, MaxTopicLevels: 3, MaxTopicLength: 20})
 	publish := func(cl *mqtt.Client, topic string, qos byte, size int) error {
