@@ -42,6 +42,7 @@ type Broker struct {
 	metrics   *metrics
 	store     *storage.Store
 	auth      *hooks.Auth
+	limits    *hooks.Limits
 	directory *hooks.Directory // groups, block lists, privacy settings
 	presence  *hooks.Presence
 	offline   *offline.Hook
@@ -175,11 +176,13 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		SendWill: func(cl *mqtt.Client) { b.wills.send(cl) }, // b.wills is set below, before any connection
 	})
 	b.metrics.registerLimits(limits.Stats())
+	b.limits = limits
 	envelope := hooks.NewEnvelope(hooks.EnvelopeOptions{DedupeWindow: cfg.DedupeWindow, AllTopics: cfg.Envelope == EnvelopeAll})
-	// Order matters: auth sets the user the envelope stamps; receipts see
+	// Order matters: protocol refuses faulty packets before anyone sees
+	// them; auth sets the user the envelope stamps; receipts see
 	// the envelope's id and rewrite read receipts before the offline hook
 	// stores them; presence stops (and flushes) before the offline hook.
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, &protocolHook{b: b}, limits, auth, envelope, &hooks.Typing{}, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -205,6 +208,16 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	}
 	if cfg.WSAddr != "" {
 		b.ws = newWSListener(ListenerWS, cfg.WSAddr, cfg.WSPath, nil, cfg.ConnectTimeout, guard, b.log)
+	}
+	if limits.PerIP() { // per-IP limits apply at accept, before a byte is read
+		for _, l := range []*streamListener{b.tcp, b.tls} {
+			if l != nil {
+				l.admit = b.admit
+			}
+		}
+		if b.ws != nil {
+			b.ws.admit = b.admit
+		}
 	}
 	if cfg.HTTPAddr != "" {
 		b.httpSrv = &http.Server{Handler: b.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}

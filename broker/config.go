@@ -56,6 +56,7 @@ type Config struct {
 
 	ConnectTimeout   time.Duration // a connection must send CONNECT within this time
 	MaxPacketSize    ByteSize      // largest packet accepted, checked before allocation
+	MaxConnectSize   ByteSize      // largest CONNECT accepted (capped by MaxPacketSize), read whole before mochi sees it
 	MaxClients       int           // connected clients at once
 	MaxSessionExpiry time.Duration // cap on the session expiry a client may ask for
 	MaxMessageExpiry time.Duration // cap on message expiry, and the expiry of messages without one
@@ -113,6 +114,7 @@ func Default() Config {
 		LogFormat:          LogFormatConsole,
 		ConnectTimeout:     10 * time.Second,
 		MaxPacketSize:      1 * MiB,
+		MaxConnectSize:     8 * KiB,
 		MaxClients:         100_000,
 		MaxSessionExpiry:   7 * 24 * time.Hour,
 		MaxMessageExpiry:   7 * 24 * time.Hour,
@@ -222,6 +224,9 @@ func (c Config) Validate() error {
 	// MQTT encodes the remaining length in at most four bytes.
 	if c.MaxPacketSize < 64 || c.MaxPacketSize > 268_435_455 {
 		bad("max-packet-size: %s must be between 64B and 256MiB", c.MaxPacketSize)
+	}
+	if c.MaxConnectSize < 256 || c.MaxConnectSize > 268_435_455 {
+		bad("max-connect-size: %s must be between 256B and 256MiB", c.MaxConnectSize)
 	}
 	if c.MaxSessionExpiry > time.Duration(1<<32-1)*time.Second {
 		bad("max-session-expiry: %s is beyond MQTT's 136 years", c.MaxSessionExpiry)
