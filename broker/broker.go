@@ -43,6 +43,7 @@ type Broker struct {
 	metrics   *metrics
 	store     *storage.Store
 	auth      *hooks.Auth
+	limits    *hooks.Limits
 	directory *hooks.Directory // groups, block lists, privacy settings
 	presence  *hooks.Presence
 	offline   *offline.Hook
@@ -175,6 +176,7 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		MaxTopicLength: cfg.MaxTopicLength, MaxTopicLevels: cfg.MaxTopicLevels, Sessions: store, Logger: log,
 	})
 	b.metrics.registerLimits(limits.Stats())
+	b.limits = limits
 	b.sessions = hooks.NewUserSessions(hooks.UserSessionsOptions{
 		Server: b.mochi, Max: cfg.MaxSessionsPerUser, Sessions: store, Stats: limits.Stats(), Logger: log,
 	})
@@ -182,9 +184,10 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	b.offline.SetRules(offline.Rules{
 		// The entry path: every message, whatever way it came in, meets
 		// these in this order (docs/architecture.md): access on the
-		// resolved topic, limits, no retained conversations, the envelope
-		// (whose id the receipts read), then receipts.
-		Admit:        []offline.Rule{auth.Admit, limits.Admit, hooks.NotRetained, envelope.Admit, receipts.Admit},
+		// resolved topic, limits, a UTF-8 payload when announced, no
+		// retained conversations, the envelope (whose id the receipts
+		// read), then receipts.
+		Admit:        []offline.Rule{auth.Admit, limits.Admit, hooks.PayloadFormat, hooks.NotRetained, envelope.Admit, receipts.Admit},
 		CanRead:      auth.CanRead,
 		Blocked:      directory.Blocked,
 		Ephemeral:    hooks.IsTyping,
@@ -192,11 +195,12 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 		Acknowledged: receipts.Delivered,
 		Acknowledges: receipts.WantsDelivered,
 	})
-	// Order matters: auth identifies a client before the others see it
-	// (and the sessions cap counts for it); presence stops (and flushes)
-	// before the offline hook.
+	// Order matters: protocol refuses faulty packets before anyone sees
+	// them; auth identifies a client before the others see it (and the
+	// sessions cap counts for it); presence stops (and flushes) before the
+	// offline hook.
 	keepalive := &hooks.KeepaliveCap{Max: uint16(cfg.MaxKeepalive / time.Second)}
-	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, limits, auth, b.sessions, keepalive, envelope, receipts, b.presence, b.offline} {
+	for _, h := range []mqtt.Hook{&lifecycleHook{log: b.log}, &protocolHook{b: b}, limits, auth, b.sessions, keepalive, envelope, receipts, b.presence, b.offline} {
 		if err := b.mochi.AddHook(h, nil); err != nil {
 			_ = store.Close()
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -220,6 +224,16 @@ func New(cfg Config, log zerolog.Logger) (*Broker, error) {
 	}
 	if cfg.WSAddr != "" {
 		b.ws = newWSListener(ListenerWS, cfg.WSAddr, cfg.WSPath, nil, cfg.ConnectTimeout, guard, b.log)
+	}
+	if limits.PerIP() { // per-IP limits apply at accept, before a byte is read
+		for _, l := range []*streamListener{b.tcp, b.tls} {
+			if l != nil {
+				l.admit = b.admit
+			}
+		}
+		if b.ws != nil {
+			b.ws.admit = b.admit
+		}
 	}
 	if cfg.HTTPAddr != "" {
 		b.httpSrv = &http.Server{Handler: b.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}

@@ -57,6 +57,7 @@ type Config struct {
 	ConnectTimeout   time.Duration // a connection must send CONNECT within this time
 	MaxKeepalive     time.Duration // cap on the keep-alive a client may ask for, whole seconds (0: no cap)
 	MaxPacketSize    ByteSize      // largest packet accepted, checked before allocation
+	MaxConnectSize   ByteSize      // largest CONNECT accepted (capped by MaxPacketSize), read whole before mochi sees it
 	MaxClients       int           // connected clients at once
 	MaxSessionExpiry time.Duration // cap on the session expiry a client may ask for
 	MaxMessageExpiry time.Duration // cap on message expiry, and the expiry of messages without one
@@ -123,6 +124,7 @@ func Default() Config {
 		LogFormat:          LogFormatConsole,
 		ConnectTimeout:     10 * time.Second,
 		MaxPacketSize:      1 * MiB,
+		MaxConnectSize:     8 * KiB,
 		MaxClients:         100_000,
 		MaxSessionExpiry:   7 * 24 * time.Hour,
 		MaxMessageExpiry:   7 * 24 * time.Hour,
@@ -240,6 +242,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxKeepalive < 0 || c.MaxKeepalive > 65535*time.Second || c.MaxKeepalive%time.Second != 0 {
 		bad("max-keepalive: %s must be whole seconds between 0 (no cap) and 65535s", c.MaxKeepalive)
+	}
+	if c.MaxConnectSize < 256 || c.MaxConnectSize > 268_435_455 {
+		bad("max-connect-size: %s must be between 256B and 256MiB", c.MaxConnectSize)
 	}
 	if c.MaxSessionExpiry > time.Duration(1<<32-1)*time.Second {
 		bad("max-session-expiry: %s is beyond MQTT's 136 years", c.MaxSessionExpiry)

@@ -89,3 +89,11 @@ func (c *trackedConn) flushLocked() error {
 	}
 	return c.held.err
 }
+
+// flush sends what is buffered now, held or not: for a last packet
+// before the connection is closed.
+func (c *trackedConn) flush() {
+	c.held.mu.Lock()
+	defer c.held.mu.Unlock()
+	_ = c.flushLocked()
+}

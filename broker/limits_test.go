@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqhub/mqhub/broker"
@@ -99,82 +101,81 @@ func limConnectV311(t *testing.T, addr, clientID string) (net.Conn, byte) {
 	return conn, ack[3]
 }
 
-// limWaitNoClients waits until the hub has no client connected: mochi
-// counts a connection down after its hooks saw it end.
-func limWaitNoClients(t *testing.T, b *broker.Broker) {
+// refusedAtAccept fails unless the hub closes a new connection to addr
+// before sending anything, without being sent anything.
+func refusedAtAccept(t *testing.T, addr string) {
 	t.Helper()
-	testutil.Eventually(t, 5*time.Second, func() error {
-		if v := metric(t, b, "mqhub_clients_connected"); v != "0" {
-			return fmt.Errorf("%s clients connected", v)
-		}
-		return nil
-	})
+	conn := testutil.Dial(t, addr)
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(make([]byte, 16))
+	var ne net.Error
+	if n > 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection not refused at accept: read %d bytes, %v", n, err)
+	}
+}
+
+// sendConnect writes a CONNECT (MQTT 5, with credentials when user is not
+// empty) on a raw connection and returns the CONNACK reason code.
+func sendConnect(t *testing.T, conn net.Conn, clientID, user, password string) byte {
+	t.Helper()
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ProtocolName, c.ProtocolVersion, c.ClientID, c.CleanStart, c.KeepAlive = "MQTT", 5, clientID, true, 30
+	if user != "" {
+		c.UsernameFlag, c.Username, c.PasswordFlag, c.Password = true, user, true, []byte(password)
+	}
+	if _, err := cp.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack, err := packets.ReadPacket(conn)
+	if err != nil {
+		t.Fatalf("read CONNACK: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	ca, ok := ack.Content.(*packets.Connack)
+	if !ok {
+		t.Fatalf("got %v, want CONNACK", ack)
+	}
+	return ca.ReasonCode
 }
 
 func TestLimitConnectionsPerIP(t *testing.T) {
-	h := startSecureHub(t, testACL, func(c *broker.Config) { c.MaxConnectionsPerIP = 1 })
+	h := startSecureHub(t, testACL, func(c *broker.Config) { c.MaxConnectionsPerIP = 2 })
 
-	// Connections refused by authentication after the limits hook admitted
-	// them must not keep their place: with a limit of 1, a leak would
-	// refuse alice below.
-	_, ack, err := h.login(t, "alice", "wrong", "guess-1")
-	expectRefused(t, ack, err, 0x86)
-	_, ack, err = h.login(t, "", "", "anon-1")
-	expectRefused(t, ack, err, 0x87)
-
-	first := h.mustLogin(t, "alice", "alice-1")
-	_, ack, err = h.login(t, "bob", "bob-pw", "bob-1")
-	expectRefused(t, ack, err, 0x97)
-	if _, code := limConnectV311(t, h.MQTTAddr(), "old-1"); code != 3 {
-		t.Fatalf("3.1.1 CONNACK return code %d, want 3 server unavailable", code)
+	// A connection refused by authentication gives its place back when
+	// the hub closes it: with a limit of 2, a leak would refuse bob below.
+	guess := testutil.Dial(t, h.MQTTAddr())
+	if code := sendConnect(t, guess, "guess-1", "alice", "wrong"); code != 0x86 {
+		t.Fatalf("wrong password: CONNACK 0x%02x, want 0x86", code)
 	}
+	waitClosed(t, guess, 5*time.Second)
 
-	if err := first.Disconnect(&paho.Disconnect{}); err != nil {
+	// Two places: a session and a socket that has sent nothing yet, which
+	// holds its place like any other.
+	h.mustLogin(t, "alice", "alice-1")
+	silent := testutil.Dial(t, h.MQTTAddr())
+	// The third is closed at accept, on every listener, before a byte is
+	// read: no CONNECT is decoded, no CONNACK sent.
+	refusedAtAccept(t, h.MQTTAddr())
+	if _, _, err := dialWS(wsURL(h.Broker, h.Config().WSPath)); err == nil {
+		t.Fatal("WebSocket upgrade over the limit succeeded")
+	}
+	// The silent socket ends (a first packet that is not CONNECT); its place
+	// is free once the hub closed it.
+	if _, err := silent.Write([]byte{0xe0, 0x00}); err != nil {
 		t.Fatal(err)
 	}
-	<-first.Done()
-	limWaitNoClients(t, h.Broker)
-	second := h.mustLogin(t, "bob", "bob-2")
-	if err := second.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	<-second.Done()
-	limWaitNoClients(t, h.Broker)
+	waitClosed(t, silent, 5*time.Second)
+	h.mustLogin(t, "bob", "bob-1")
+	refusedAtAccept(t, h.MQTTAddr())
 
-	// A burst of concurrent attempts admits exactly one: the place is
-	// taken when CONNECT is admitted, not when the session starts.
-	const attempts = 6
-	type result struct {
-		c   *testutil.Client
-		ack *paho.Connack
-		err error
+	if got := limitRefusals(t, h.Broker, "connections_per_ip"); got != 3 {
+		t.Fatalf("connections_per_ip refusals = %d, want 3", got)
 	}
-	results := make(chan result, attempts)
-	for i := range attempts {
-		go func() {
-			cp := &paho.Connect{ClientID: fmt.Sprintf("racer-%d", i), CleanStart: true,
-				UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("alice-pw")}
-			c, ack, err := testutil.TryConnect(testutil.Dial(t, h.MQTTAddr()), cp)
-			results <- result{c, ack, err}
-		}()
-	}
-	admitted := 0
-	for range attempts {
-		r := <-results
-		if r.err == nil {
-			admitted++
-			t.Cleanup(func() { _ = r.c.Disconnect(&paho.Disconnect{}); <-r.c.Done() })
-			continue
-		}
-		if r.ack == nil || r.ack.ReasonCode != 0x97 {
-			t.Fatalf("connack %+v (%v), want 0x97", r.ack, r.err)
-		}
-	}
-	if admitted != 1 {
-		t.Fatalf("%d of %d concurrent connections admitted, want 1", admitted, attempts)
-	}
-	if got := limitRefusals(t, h.Broker, "connections_per_ip"); got != 2+attempts-1 {
-		t.Fatalf("connections_per_ip refusals = %d, want %d", got, 2+attempts-1)
+	if got := metric(t, h.Broker, `mqhub_connection_errors_total{reason="connections_per_ip"}`); got != "3" {
+		t.Fatalf(`connection_errors{reason="connections_per_ip"} = %q, want 3`, got)
 	}
 }
 
@@ -183,7 +184,8 @@ func TestLimitConnectRate(t *testing.T) {
 	connect(t, b, "rate-1")
 	connect(t, b, "rate-2") // the bucket holds 2
 	// The bucket refills one per second: a few fast attempts meet an empty
-	// one even on a loaded machine.
+	// one even on a loaded machine. A refused one is closed at accept,
+	// without a CONNACK.
 	refused := false
 	for i := range 5 {
 		c, ack, err := testutil.TryConnect(testutil.Dial(t, b.MQTTAddr()), &paho.Connect{ClientID: fmt.Sprintf("rate-x%d", i), CleanStart: true})
@@ -191,17 +193,20 @@ func TestLimitConnectRate(t *testing.T) {
 			t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}); <-c.Done() })
 			continue
 		}
-		if ack == nil || ack.ReasonCode != 0x9F {
-			t.Fatalf("connack %+v (%v), want 0x9F connection rate exceeded", ack, err)
+		if ack != nil {
+			t.Fatalf("connack %+v (%v), want the connection closed at accept", ack, err)
 		}
 		refused = true
 		break
 	}
 	if !refused {
-		t.Fatal("no CONNECT refused for its rate")
+		t.Fatal("no connection refused for its rate")
 	}
 	if got := limitRefusals(t, b, "connect_rate"); got != 1 {
 		t.Fatalf("connect_rate refusals = %d, want 1", got)
+	}
+	if got := metric(t, b, `mqhub_connection_errors_total{reason="connect_rate"}`); got != "1" {
+		t.Fatalf(`connection_errors{reason="connect_rate"} = %q, want 1`, got)
 	}
 }
 

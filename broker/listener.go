@@ -15,6 +15,10 @@ import (
 // guardFn wraps mochi's establish function for one accepted connection.
 type guardFn func(listenerID string, c net.Conn, next listeners.EstablishFn) error
 
+// admitFn decides at accept whether a new connection may stay; an
+// admitted one is given release, called once when it closes.
+type admitFn func(listenerID string, c net.Conn) (release func(), ok bool)
+
 // boundListener is what our listeners share: an ID for mochi and the logs,
 // and a socket bound in Init (so that ":0" resolves to the real port).
 type boundListener struct {
@@ -22,6 +26,7 @@ type boundListener struct {
 	address   string
 	tlsConfig *tls.Config
 	guard     guardFn
+	admit     admitFn // nil: every connection is admitted
 	log       zerolog.Logger
 	ln        net.Listener
 	closeOnce sync.Once
@@ -44,6 +49,9 @@ func (l *boundListener) Init(*slog.Logger) error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
+	}
+	if l.admit != nil {
+		ln = &admittingListener{Listener: ln, id: l.id, admit: l.admit}
 	}
 	if l.tlsConfig != nil {
 		ln = tls.NewListener(ln, l.tlsConfig)
@@ -102,3 +110,41 @@ func (l *streamListener) Close(closeClients listeners.CloseFn) {
 }
 
 var _ listeners.Listener = (*streamListener)(nil)
+
+// admittingListener applies admit to every accepted connection before a
+// byte is read from it (before a TLS handshake or an HTTP upgrade too): a
+// refused one is closed at once, so that a flood of connections from one
+// address costs no goroutine and no buffer.
+type admittingListener struct {
+	net.Listener
+	id    string
+	admit admitFn
+}
+
+// Accept returns the next admitted connection.
+func (l *admittingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if release, ok := l.admit(l.id, c); ok {
+			return &admittedConn{Conn: c, release: release}, nil
+		}
+		_ = c.Close()
+	}
+}
+
+// admittedConn gives its place back when it is closed.
+type admittedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+// Close gives the place back first, so that a client that sees the
+// connection end may connect again at once.
+func (c *admittedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}

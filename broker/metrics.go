@@ -19,7 +19,10 @@ const (
 	reasonPanic          = "decoder_panic"   // a packet crashed the decoder; contained
 	reasonTooLarge       = "packet_too_large"
 	reasonMalformed      = "malformed_packet"
-	reasonRefused        = "connect_refused" // CONNACK with an error code
+	reasonProtocolError  = "protocol_error"     // MQTT 5 protocol errors mochi lets through (frames.go)
+	reasonConnectRate    = "connect_rate"       // refused at accept: the IP opens connections too fast
+	reasonConnsPerIP     = "connections_per_ip" // refused at accept: too many open from the IP
+	reasonRefused        = "connect_refused"    // CONNACK with an error code
 	reasonTLSHandshake   = "tls_handshake"
 	reasonAuthFailed     = "auth_refused" // bad credentials, not authorized, client ID of another user
 )
@@ -45,7 +48,10 @@ func newMetrics(server *mqtt.Server) *metrics {
 			Help: "Network connections accepted on the MQTT listeners.",
 		}),
 	}
-	for _, r := range []string{reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonRefused, reasonTLSHandshake, reasonAuthFailed} {
+	for _, r := range []string{
+		reasonConnectTimeout, reasonPanic, reasonTooLarge, reasonMalformed, reasonProtocolError,
+		reasonRefused, reasonTLSHandshake, reasonAuthFailed, reasonConnectRate, reasonConnsPerIP,
+	} {
 		m.connectionErrors.WithLabelValues(r) // export zeros so dashboards see the series
 	}
 	info := server.Info

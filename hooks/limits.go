@@ -24,10 +24,11 @@ type SessionReader interface {
 // LimitsOptions configures Limits. A zero limit is no limit.
 type LimitsOptions struct {
 	Server *mqtt.Server // used to send refusing CONNACKs and DISCONNECTs
-	// MaxConnectionsPerIP bounds the connections open at once from one IP.
+	// MaxConnectionsPerIP bounds the network connections open at once from
+	// one IP, counted from accept (Accept, Release).
 	MaxConnectionsPerIP int
-	// ConnectRate is the CONNECTs per second one IP may send, as a token
-	// bucket holding twice that (at least 1).
+	// ConnectRate is the connections per second one IP may open, as a
+	// token bucket holding twice that (at least 1).
 	ConnectRate float64
 	// PublishRate and PublishBytesRate are the PUBLISH packets and payload
 	// bytes per second of one connection, token buckets of twice that.
@@ -54,8 +55,8 @@ type LimitsOptions struct {
 
 // LimitsStats counts refusals, one counter per limit.
 type LimitsStats struct {
-	ConnectionsPerIP atomic.Int64 // CONNECTs refused: too many connections open from the IP
-	ConnectRate      atomic.Int64 // CONNECTs refused: the IP connects too often
+	ConnectionsPerIP atomic.Int64 // connections refused at accept: too many open from the IP
+	ConnectRate      atomic.Int64 // connections refused at accept: the IP connects too often
 	PublishRate      atomic.Int64 // PUBLISHes refused: too many messages
 	PublishBytesRate atomic.Int64 // PUBLISHes refused: too many payload bytes
 	UserPublishRate  atomic.Int64 // PUBLISHes refused or dropped (QoS 0): too many messages from the user
@@ -68,9 +69,10 @@ type LimitsStats struct {
 // Limits is the hook that keeps one client or one IP from taking more than
 // its share:
 //
-//   - connections open per IP (CONNACK 0x97 quota exceeded) and CONNECTs
-//     per second per IP (0x9F connection rate exceeded); 3.1.1 clients get
-//     "server unavailable" (3);
+//   - connections open per IP and new connections per second per IP,
+//     checked at accept, before a byte is read (Accept, Release): a
+//     refused socket is closed at once, so that a flood of connections
+//     costs neither memory nor a CONNECT decode;
 //   - PUBLISH packets and payload bytes per second per connection: an MQTT 5
 //     QoS 1/2 message is answered PUBACK/PUBREC 0x96 message rate too high
 //     and dropped, a QoS 0 one ends the connection with DISCONNECT 0x96; a
@@ -95,11 +97,9 @@ type Limits struct {
 	stats   LimitsStats
 	now     func() time.Time
 	connect bool // per-IP state is kept (connect rate or open connections)
-	perIP   bool // open connections are counted
 
 	mu        sync.Mutex
 	ips       map[string]*ipState
-	counted   map[*mqtt.Client]string // established connections and their IP
 	lastSweep time.Time
 
 	publishers sync.Map     // *mqtt.Client -> *publishLimits
@@ -110,9 +110,8 @@ type Limits struct {
 
 // ipState is what Limits keeps per remote IP.
 type ipState struct {
-	open    int                       // established connections
-	pending map[*mqtt.Client]struct{} // admitted by OnConnect, not yet established
-	connect *rate.Limiter             // nil without a connect rate
+	open    int           // accepted connections not yet closed
+	connect *rate.Limiter // nil without a connect rate
 }
 
 // publishLimits are the token buckets of one connection.
@@ -133,9 +132,7 @@ func NewLimits(opts LimitsOptions) *Limits {
 		}),
 		now:     time.Now,
 		connect: opts.MaxConnectionsPerIP > 0 || opts.ConnectRate > 0,
-		perIP:   opts.MaxConnectionsPerIP > 0,
 		ips:     map[string]*ipState{},
-		counted: map[*mqtt.Client]string{},
 	}
 }
 
@@ -148,9 +145,6 @@ func (h *Limits) Provides(b byte) bool {
 	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnSubscribe, mqtt.OnSubscribed:
 		return true
-	case mqtt.OnPacketEncode:
-		// Only to see refusing CONNACKs; mochi calls it for every packet.
-		return h.perIP
 	}
 	return false
 }
@@ -171,37 +165,31 @@ func takeN(l *rate.Limiter, now time.Time, n int) bool {
 	return l.AllowN(now, min(n, l.Burst()))
 }
 
-// OnConnect refuses a CONNECT from an IP over its connect rate or its
-// open connections, and a will topic over the topic limits. An admitted
-// connection holds a place for its IP until it is established, or until
-// its CONNECT is refused by a later hook or mochi (OnPacketEncode sees the
-// refusing CONNACK before it is written), or until it is closed: nothing
-// can keep a place that no connection uses.
+// OnConnect refuses a will topic over the topic limits (0x90).
 func (h *Limits) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if cl.Net.Inline {
+	if cl.Net.Inline || !pk.Connect.WillFlag {
 		return nil
 	}
-	if pk.Connect.WillFlag {
-		if code, counter, why := h.checkTopic(pk.Connect.WillTopic, false); counter != nil {
-			counter.Add(1)
-			h.logRefusal(cl, string(pk.Connect.Username), "connection refused", code, why, "will_topic", pk.Connect.WillTopic)
-			return refuseConnect(h.opts.Server, cl, code)
-		}
+	if code, counter, why := h.checkTopic(pk.Connect.WillTopic, false); counter != nil {
+		counter.Add(1)
+		h.logRefusal(cl, string(pk.Connect.Username), "connection refused", code, why, "will_topic", pk.Connect.WillTopic)
+		return refuseConnect(h.opts.Server, cl, code)
 	}
-	if !h.connect {
-		return nil
-	}
-	ip := remoteIP(cl.Net.Remote)
-	code, why := h.admit(cl, ip)
-	if code == packets.CodeSuccess {
-		return nil
-	}
-	h.logRefusal(cl, string(pk.Connect.Username), "connection refused", code, why, "ip", ip)
-	return refuseConnect(h.opts.Server, cl, code)
+	return nil
 }
 
-// admit takes a connect token and a place for cl from ip, or says why not.
-func (h *Limits) admit(cl *mqtt.Client, ip string) (packets.Code, string) {
+// PerIP reports whether Accept has anything to check.
+func (h *Limits) PerIP() bool { return h.connect }
+
+// Accept takes a connect token and a place for a new network connection
+// from ip, or names the limit that refuses it ("connect_rate",
+// "connections_per_ip"). It runs at accept, before anything is read from
+// the connection, for every listener; an accepted connection must be
+// given back with Release when it closes, whatever became of it.
+func (h *Limits) Accept(ip string) (refusedBy string, ok bool) {
+	if !h.connect {
+		return "", true
+	}
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -210,122 +198,67 @@ func (h *Limits) admit(cl *mqtt.Client, ip string) (packets.Code, string) {
 	}
 	st := h.ips[ip]
 	if st == nil {
-		st = &ipState{pending: map[*mqtt.Client]struct{}{}}
+		st = &ipState{}
 		if h.opts.ConnectRate > 0 {
 			st.connect = newBucket(h.opts.ConnectRate)
 		}
 		h.ips[ip] = st
 	}
-	st.prune()
 	if st.connect != nil && !st.connect.AllowN(now, 1) {
 		h.stats.ConnectRate.Add(1)
-		return packets.ErrConnectionRateExceeded, "connect rate of the IP exceeded"
+		return "connect_rate", false
 	}
-	if !h.perIP {
-		return packets.CodeSuccess, ""
-	}
-	if st.open+len(st.pending) >= h.opts.MaxConnectionsPerIP {
+	if max := h.opts.MaxConnectionsPerIP; max > 0 && st.open >= max {
 		h.stats.ConnectionsPerIP.Add(1)
-		return packets.ErrQuotaExceeded, "too many connections from the IP"
+		return "connections_per_ip", false
 	}
-	st.pending[cl] = struct{}{}
-	return packets.CodeSuccess, ""
+	st.open++
+	return "", true
 }
 
-// prune drops the places of connections closed before being established
-// (their CONNACK could not be written, for one).
-func (st *ipState) prune() {
-	for c := range st.pending {
-		if c.Closed() {
-			delete(st.pending, c)
+// Release gives back the place of a connection from ip that Accept
+// admitted, once it is closed.
+func (h *Limits) Release(ip string) {
+	if !h.connect {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if st := h.ips[ip]; st != nil && st.open > 0 {
+		st.open--
+		if st.idle(h.now()) {
+			delete(h.ips, ip)
 		}
 	}
 }
 
-// idle reports whether the entry can be forgotten: nothing open or
-// pending, and a full connect bucket.
+// idle reports whether the entry can be forgotten: nothing open and a
+// full connect bucket.
 func (st *ipState) idle(now time.Time) bool {
-	return st.open == 0 && len(st.pending) == 0 &&
-		(st.connect == nil || st.connect.TokensAt(now) >= float64(st.connect.Burst()))
+	return st.open == 0 && (st.connect == nil || st.connect.TokensAt(now) >= float64(st.connect.Burst()))
 }
 
 // sweep forgets idle IPs; h.mu is held.
 func (h *Limits) sweep(now time.Time) {
 	h.lastSweep = now
 	for ip, st := range h.ips {
-		st.prune()
 		if st.idle(now) {
 			delete(h.ips, ip)
 		}
 	}
 }
 
-// OnPacketEncode frees the place of a connection whose CONNECT is refused
-// after OnConnect admitted it (by the auth hook, say), before the client
-// can read the CONNACK and try again.
-func (h *Limits) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode == packets.CodeSuccess.Code {
-		return pk
-	}
-	ip := remoteIP(cl.Net.Remote)
-	h.mu.Lock()
-	if st := h.ips[ip]; st != nil {
-		delete(st.pending, cl)
-	}
-	h.mu.Unlock()
-	return pk
-}
-
-// OnSessionEstablished counts the connection as open for its IP (mochi
-// calls OnDisconnect for every connection that gets here) and gives it its
-// publish buckets.
+// OnSessionEstablished gives the connection its publish buckets.
 func (h *Limits) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if cl.Net.Inline {
-		return
+	if !cl.Net.Inline {
+		h.publishLimitsOf(cl)
 	}
-	if h.perIP {
-		ip := remoteIP(cl.Net.Remote)
-		h.mu.Lock()
-		st := h.ips[ip]
-		if st == nil { // swept while pending and closed: count it all the same
-			st = &ipState{pending: map[*mqtt.Client]struct{}{}}
-			if h.opts.ConnectRate > 0 {
-				st.connect = newBucket(h.opts.ConnectRate)
-			}
-			h.ips[ip] = st
-		}
-		delete(st.pending, cl)
-		if _, dup := h.counted[cl]; !dup {
-			st.open++
-			h.counted[cl] = ip
-		}
-		h.mu.Unlock()
-	}
-	h.publishLimitsOf(cl)
 }
 
-// OnDisconnect frees the connection's place and forgets its buckets. It
-// may be called twice for one client (the broker finishes crashed
-// sessions itself); only the first counts.
+// OnDisconnect forgets the connection's buckets.
 func (h *Limits) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.publishers.Delete(cl)
 	h.refusedSub.Delete(cl)
-	if !h.perIP {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	ip, ok := h.counted[cl]
-	if !ok {
-		return
-	}
-	delete(h.counted, cl)
-	if st := h.ips[ip]; st != nil {
-		st.open--
-		if st.idle(h.now()) {
-			delete(h.ips, ip)
-		}
-	}
 }
 
 func (h *Limits) publishLimitsOf(cl *mqtt.Client) *publishLimits {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,24 +108,6 @@ func (f *limitsFixture) client(id, ip string, version byte) (*mqtt.Client, *limi
 	return cl, conn
 }
 
-// connect runs OnConnect and, when admitted, establishes the session as
-// mochi does; it returns the refusal code (0 when admitted).
-func (f *limitsFixture) connect(cl *mqtt.Client, establish bool) byte {
-	f.t.Helper()
-	err := f.h.OnConnect(cl, packets.Packet{})
-	if err == nil {
-		if establish {
-			f.h.OnSessionEstablished(cl, packets.Packet{})
-		}
-		return 0
-	}
-	code, ok := err.(packets.Code)
-	if !ok {
-		f.t.Fatalf("OnConnect error %v is not a reason code", err)
-	}
-	return code.Code
-}
-
 func TestBucketBurstIsTwiceTheRate(t *testing.T) {
 	for _, tc := range []struct {
 		rate  float64
@@ -148,58 +131,38 @@ func TestBucketBurstIsTwiceTheRate(t *testing.T) {
 }
 
 func TestLimitsConnectionPlacesCannotLeak(t *testing.T) {
-	f := newLimitsFixture(t, LimitsOptions{MaxConnectionsPerIP: 1})
+	f := newLimitsFixture(t, LimitsOptions{MaxConnectionsPerIP: 2})
 	const ip = "192.0.2.1"
-
-	// Refused after admission by a later hook: the refusing CONNACK frees
-	// the place before it is written.
-	a, _ := f.client("a", ip, 5)
-	if code := f.connect(a, false); code != 0 {
-		t.Fatalf("first connection refused: 0x%02x", code)
-	}
-	b, bConn := f.client("b", ip, 5)
-	if code := f.connect(b, false); code != packets.ErrQuotaExceeded.Code {
-		t.Fatalf("second connection: 0x%02x, want 0x97", code)
-	}
-	if pks := bConn.packets(t); len(pks) != 1 || pks[0].ReasonCode != 0x97 {
-		t.Fatalf("second connection got %+v, want CONNACK 0x97", pks)
-	}
-	_ = refuseConnect(f.server, a, packets.ErrBadUsernameOrPassword)
-	if code := f.connect(b, true); code != 0 {
-		t.Fatalf("place still taken after the refusal: 0x%02x", code)
-	}
-
-	// Closed before being established (CONNACK not written): the place is
-	// freed with the connection.
-	c, _ := f.client("c", "192.0.2.2", 5)
-	if code := f.connect(c, false); code != 0 {
-		t.Fatal("refused")
-	}
-	c.Stop(nil)
-	d, _ := f.client("d", "192.0.2.2", 5)
-	if code := f.connect(d, true); code != 0 {
-		t.Fatalf("place of a closed connection still taken: 0x%02x", code)
-	}
-
-	// Established: held until OnDisconnect, which may come twice.
-	e, eConn := f.client("e", ip, 4)
-	if code := f.connect(e, false); code != packets.ErrQuotaExceeded.Code {
-		t.Fatalf("3.1.1 refusal error 0x%02x, want 0x97 (its CONNACK says 3)", code)
-	}
-	if pks := eConn.packets(t); len(pks) != 1 || pks[0].ReasonCode != 3 {
-		t.Fatalf("3.1.1 client got %+v, want CONNACK 3", pks)
-	}
-	f.h.OnDisconnect(b, nil, true)
-	f.h.OnDisconnect(b, nil, true)
-	for _, cl := range []*mqtt.Client{e, a} {
-		if code := f.connect(cl, true); code != 0 {
-			t.Fatalf("after the disconnect: 0x%02x", code)
+	accept := func(ip string) string {
+		t.Helper()
+		by, ok := f.h.Accept(ip)
+		if ok != (by == "") {
+			t.Fatalf("Accept(%s) = %q, %v", ip, by, ok)
 		}
-		f.h.OnDisconnect(cl, nil, true)
+		return by
 	}
-	f.h.OnDisconnect(d, nil, true)
+	if by := accept(ip) + accept(ip); by != "" {
+		t.Fatalf("refused under the limit: %s", by)
+	}
+	if by := accept(ip); by != "connections_per_ip" {
+		t.Fatalf("third connection: %q, want connections_per_ip", by)
+	}
+	if by := accept("192.0.2.2"); by != "" {
+		t.Fatalf("another IP refused: %s", by)
+	}
+	f.h.Release(ip)
+	if by := accept(ip); by != "" {
+		t.Fatalf("place of a closed connection still taken: %s", by)
+	}
+	f.h.Release(ip)
+	f.h.Release(ip)
+	f.h.Release(ip) // one too many: no negative count, no place gained
+	f.h.Release("192.0.2.2")
 	if n := f.h.trackedIPs(); n != 0 {
 		t.Fatalf("%d IPs still tracked with nothing open", n)
+	}
+	if by := accept(ip) + accept(ip) + accept(ip); by != "connections_per_ip" {
+		t.Fatalf("after the releases: %q, want two admitted and one refused", by)
 	}
 	if got := f.h.Stats().ConnectionsPerIP.Load(); got != 2 {
 		t.Fatalf("ConnectionsPerIP = %d, want 2", got)
@@ -208,38 +171,35 @@ func TestLimitsConnectionPlacesCannotLeak(t *testing.T) {
 
 func TestLimitsConnectRateAndBoundedState(t *testing.T) {
 	f := newLimitsFixture(t, LimitsOptions{ConnectRate: 1, MaxConnectionsPerIP: 100})
-	var codes []byte
-	for i := range 3 {
-		cl, _ := f.client("c", "192.0.2.1", 5)
-		codes = append(codes, f.connect(cl, i == 0))
-		if i == 0 {
-			defer f.h.OnDisconnect(cl, nil, true)
-		}
+	var refusals []string
+	for range 3 {
+		by, _ := f.h.Accept("192.0.2.1")
+		refusals = append(refusals, by)
 	}
-	if !bytes.Equal(codes, []byte{0, 0, 0x9F}) {
-		t.Fatalf("codes % x, want 00 00 9f", codes)
+	if strings.Join(refusals, ",") != ",,connect_rate" {
+		t.Fatalf("refusals %q, want the third by connect_rate", refusals)
 	}
 	f.now = f.now.Add(time.Second)
-	if cl, _ := f.client("c", "192.0.2.1", 5); f.connect(cl, false) != 0 {
-		t.Fatal("refused after a second of refill")
+	if by, ok := f.h.Accept("192.0.2.1"); !ok {
+		t.Fatalf("refused after a second of refill: %s", by)
 	}
-	// One connection from each of many addresses, none left open: all are
+	// One connection from each of many addresses, closed at once: all are
 	// forgotten once their buckets are full again.
 	for i := range 1000 {
-		cl, _ := f.client("x", net.IPv4(10, 0, byte(i/256), byte(i)).String(), 5)
-		if f.connect(cl, false) != 0 {
+		ip := net.IPv4(10, 0, byte(i/256), byte(i)).String()
+		if _, ok := f.h.Accept(ip); !ok {
 			t.Fatal("refused")
 		}
-		cl.Stop(nil)
+		f.h.Release(ip)
 	}
 	if n := f.h.trackedIPs(); n < 1000 {
 		t.Fatalf("%d IPs tracked, want the 1000 with partly empty buckets", n)
 	}
 	f.now = f.now.Add(sweepEvery)
-	if cl, _ := f.client("y", "198.51.100.1", 5); f.connect(cl, false) != 0 {
+	if _, ok := f.h.Accept("198.51.100.1"); !ok {
 		t.Fatal("refused")
 	}
-	if n := f.h.trackedIPs(); n != 2 { // 192.0.2.1, with connections open and pending, and the new one
+	if n := f.h.trackedIPs(); n != 2 { // 192.0.2.1, with connections open, and the new one
 		t.Fatalf("%d IPs tracked after the sweep, want 2", n)
 	}
 	if got := f.h.Stats().ConnectRate.Load(); got != 1 {
