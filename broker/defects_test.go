@@ -377,3 +377,22 @@ func TestSharedSubscriptionsOnTheHubPath(t *testing.T) {
 		t.Fatalf("offline member got %q (%v)", m.Payload, m.Properties.User)
 	}
 }
+
+// TestBlockHoldsForRetainedOnSubscribe: what a blocked user retained is
+// not sent to the blocker when she subscribes.
+func TestBlockHoldsForRetainedOnSubscribe(t *testing.T) {
+	h := startSecureHub(t, testACL+"pattern readwrite open/#\n")
+	apiAddUser(t, h, "eve")
+	wantStatus(t, apiAs(t, h, "alice", "PUT", "/v1/me/blocks/eve", nil), 204)
+	h.mustLogin(t, "eve", "eve-phone").Publish(t, &paho.Publish{Topic: "open/eve", QoS: 1, Retain: true, Payload: []byte("from eve")})
+	h.root(t).Publish(t, &paho.Publish{Topic: "open/root", QoS: 1, Retain: true, Payload: []byte("from root")})
+	alice := h.mustLogin(t, "alice", "alice-phone")
+	alice.Subscribe(t, "open/#", 1)
+	if m := alice.Next(t, wait); string(m.Payload) != "from root" {
+		t.Fatalf("alice got %q retained by a user she blocked", m.Payload)
+	}
+	h.root(t).Publish(t, &paho.Publish{Topic: "open/marker", QoS: 1, Payload: []byte("marker")})
+	if m := alice.Next(t, wait); string(m.Payload) != "marker" {
+		t.Fatalf("alice got %q, want the marker", m.Payload)
+	}
+}

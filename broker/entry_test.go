@@ -49,19 +49,22 @@ type entryFixture struct {
 	seq        int
 }
 
-func newEntryFixture(t *testing.T) *entryFixture {
+// newEntryFixture starts a hub whose receivers subscribe with prefix
+// before their filters: "" for plain subscriptions, "$share/s/" for
+// shared ones.
+func newEntryFixture(t *testing.T, prefix string) *entryFixture {
 	t.Helper()
 	h := startSecureHub(t, testACL)
 	apiAddUser(t, h, "eve")
 	f := &entryFixture{h: h}
 	f.alice = h.mustLogin(t, "alice", "alice-phone")
-	f.alice.Subscribe(t, "u/alice/#", 1)
+	f.alice.Subscribe(t, prefix+"u/alice/#", 1)
 	created := apiAs(t, h, "alice", "POST", "/v1/groups", map[string]any{"name": "team", "members": []string{"bob", "eve"}})
 	wantStatus(t, created, 201)
 	f.bob = h.mustLogin(t, "bob", "bob-phone")
-	f.bob.Subscribe(t, "g/team", 1)
+	f.bob.Subscribe(t, prefix+"g/team", 1)
 	f.root = h.mustLogin(t, "root", "root-phone")
-	f.root.Subscribe(t, "news/#", 1)
+	f.root.Subscribe(t, prefix+"news/#", 1)
 	return f
 }
 
@@ -339,32 +342,34 @@ func willsSettled(t *testing.T, b *broker.Broker, n int) {
 
 func TestEntryPathsMeetEveryRule(t *testing.T) {
 	for _, path := range entryPaths {
-		t.Run(path.name, func(t *testing.T) {
-			f := newEntryFixture(t)
-			for i, rule := range entryRules {
-				t.Run(rule.name, func(t *testing.T) {
-					fire := path.prepare(t, f, rule.msg)
-					if fire == nil {
-						return // refused at CONNECT: the rule held before the message existed
-					}
-					// Whatever preparing delivered (an alias being set) is
-					// not what this rule is about.
-					ready := fmt.Sprintf("ready-%d", i)
-					rule.marker(t, f, ready)
-					collectUntil(t, rule.receiver(f), ready)
-					if rule.setup != nil {
-						rule.setup(t, f)
-					}
-					fire()
-					if path.name != "publish" && path.name != "publish by topic alias" {
-						f.wills++
-						willsSettled(t, f.h.Broker, f.wills)
-					}
-					done := fmt.Sprintf("done-%d", i)
-					rule.marker(t, f, done)
-					rule.check(t, f, collectUntil(t, rule.receiver(f), done))
-				})
-			}
-		})
+		for _, receivers := range []struct{ name, prefix string }{{"subscription", ""}, {"shared subscription", "$share/s/"}} {
+			t.Run(path.name+" to "+receivers.name, func(t *testing.T) {
+				f := newEntryFixture(t, receivers.prefix)
+				for i, rule := range entryRules {
+					t.Run(rule.name, func(t *testing.T) {
+						fire := path.prepare(t, f, rule.msg)
+						if fire == nil {
+							return // refused at CONNECT: the rule held before the message existed
+						}
+						// Whatever preparing delivered (an alias being set) is
+						// not what this rule is about.
+						ready := fmt.Sprintf("ready-%d", i)
+						rule.marker(t, f, ready)
+						collectUntil(t, rule.receiver(f), ready)
+						if rule.setup != nil {
+							rule.setup(t, f)
+						}
+						fire()
+						if path.name != "publish" && path.name != "publish by topic alias" {
+							f.wills++
+							willsSettled(t, f.h.Broker, f.wills)
+						}
+						done := fmt.Sprintf("done-%d", i)
+						rule.marker(t, f, done)
+						rule.check(t, f, collectUntil(t, rule.receiver(f), done))
+					})
+				}
+			})
+		}
 	}
 }

@@ -51,7 +51,7 @@ func (h *Hook) OnRetainedExpired(topic string) {
 // session's queue like any message, with the retain flag set: in order,
 // within the client's Receive Maximum, the QoS capped by the
 // subscription's. The access rules apply per topic (a filter such as g/+
-// matches topics the session may not read).
+// matches topics the session may not read), and so do block lists.
 func (h *Hook) sendRetained(cl *mqtt.Client, s *session, sub packets.Subscription, existed bool) {
 	if sub.RetainHandling == 2 || sub.RetainHandling == 1 && existed {
 		return
@@ -60,6 +60,9 @@ func (h *Hook) sendRetained(cl *mqtt.Client, s *session, sub packets.Subscriptio
 	err := h.store.MatchRetained(sub.Filter, func(m *storage.Message) error {
 		if (sub.NoLocal && m.ClientID == cl.ID) || !h.mayRead(s, m.Topic) {
 			return nil
+		}
+		if h.rules.Blocked != nil && m.User != "" && h.rules.Blocked(s.user(), m.User) {
+			return nil // a block covers what the blocked user retained, too
 		}
 		m.Retain = true
 		s.queued.Store(true)
