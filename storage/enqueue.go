@@ -44,6 +44,10 @@ func (s *Store) Enqueue(ctx context.Context, sessions []string, m *Message) ([]u
 // call is invalid or the store is closed or failed; it blocks while the
 // store's bounded request queue is full.
 func (s *Store) EnqueueAsync(sessions []string, m *Message, done func(seqs []uint64, err error)) error {
+	return s.enqueueAsync(sessions, m, false, done)
+}
+
+func (s *Store) enqueueAsync(sessions []string, m *Message, admitted bool, done func(seqs []uint64, err error)) error {
 	if done == nil {
 		done = func([]uint64, error) {}
 	}
@@ -62,13 +66,14 @@ func (s *Store) EnqueueAsync(sessions []string, m *Message, done func(seqs []uin
 	if err != nil {
 		return err
 	}
-	o := &enqueueOp{s: s, sessions: sessions, msg: m, val: val, done: done}
+	o := &enqueueOp{s: s, sessions: sessions, admitted: admitted, msg: m, val: val, done: done}
 	return s.submit(o)
 }
 
 type enqueueOp struct {
 	s        *Store
 	sessions []string
+	admitted bool     // Room admitted it: a full queue under refuse-new takes it anyway
 	msg      *Message // for Options.OnAppended
 	val      []byte
 	done     func([]uint64, error)
@@ -88,7 +93,7 @@ func (o *enqueueOp) apply(b *batch) error {
 			o.seqs[i] = o.seqs[j]
 			continue
 		}
-		r, err := b.append(id, o.val)
+		r, err := b.append(id, o.val, o.admitted)
 		if err != nil {
 			return err
 		}
@@ -113,21 +118,18 @@ type appendResult struct {
 
 // append stages val as the next entry of session id's queue, under the
 // queue's limits and policy.
-func (b *batch) append(id string, val []byte) (appendResult, error) {
+func (b *batch) append(id string, val []byte, admitted bool) (appendResult, error) {
 	var r appendResult
-	lim := b.s.opts.Queue
 	size := int64(len(val))
 	st, err := b.queue(id)
 	if err != nil {
 		return r, err
 	}
+	lim := b.s.limitsOf(st)
 	if lim.MaxAge > 0 {
 		if r.aged, err = b.dropAged(st); err != nil {
 			return r, err
 		}
-	}
-	if m := b.s.opts.MemoryQueueMaxBytes; st.mem != nil && m > 0 && (lim.MaxBytes == 0 || m < lim.MaxBytes) {
-		lim.MaxBytes = m
 	}
 	for overLimit(lim, st.work, size) {
 		if lim.Policy == PolicyRefuseNew || st.work.count == 0 {
@@ -142,7 +144,7 @@ func (b *batch) append(id string, val []byte) (appendResult, error) {
 		}
 		r.dropped++
 	}
-	if overLimit(lim, st.work, size) {
+	if overLimit(lim, st.work, size) && !(admitted && lim.Policy == PolicyRefuseNew) {
 		return r, nil
 	}
 	r.seq = st.work.next
@@ -162,6 +164,16 @@ func (o *enqueueOp) appended(fn func(session string, seq uint64, m *Message, siz
 		}
 		fn(id, o.seqs[i], o.msg, int64(len(o.val)))
 	}
+}
+
+// limitsOf is the limits of a queue: a memory queue's bytes are bounded
+// by MemoryQueueMaxBytes too.
+func (s *Store) limitsOf(st *qstate) QueueLimits {
+	lim := s.opts.Queue
+	if m := s.opts.MemoryQueueMaxBytes; st.mem != nil && m > 0 && (lim.MaxBytes == 0 || m < lim.MaxBytes) {
+		lim.MaxBytes = m
+	}
+	return lim
 }
 
 func overLimit(lim QueueLimits, c counters, size int64) bool {

@@ -110,3 +110,46 @@ func (o *enqueueAllOp) volatile() bool {
 	}
 	return true
 }
+
+// Room reports whether every listed queue can take m now: an error
+// wrapping ErrQueueFull, naming how many cannot, if one would refuse it
+// (full under PolicyRefuseNew, or m larger than the queue may hold). With
+// EnqueueAdmittedAsync it gives a publish to more sessions than one
+// transaction holds the all-or-nothing answer of EnqueueAllAsync, written
+// in parts that become visible one by one. Room reads the published
+// counters, so writes still in flight are not seen: queues may overshoot
+// their limit by what is being written at the same moment.
+func (s *Store) Room(sessions []string, m *Message) error {
+	val, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	size := int64(len(val))
+	full := 0
+	for _, id := range sessions {
+		st, err := s.state(id)
+		if err != nil {
+			return err
+		}
+		lim := s.limitsOf(st)
+		s.mu.Lock()
+		c := st.pub
+		s.mu.Unlock()
+		tooBig := lim.MaxBytes > 0 && size > lim.MaxBytes
+		if tooBig || (lim.Policy == PolicyRefuseNew && overLimit(lim, c, size)) {
+			full++
+		}
+	}
+	if full > 0 {
+		s.stats.RefusedFull.Add(uint64(full))
+		return fmt.Errorf("%w: %d of %d sessions cannot take the message", ErrQueueFull, full, len(sessions))
+	}
+	return nil
+}
+
+// EnqueueAdmittedAsync is EnqueueAsync for sessions Room admitted: a
+// queue that filled meanwhile under PolicyRefuseNew takes the message
+// anyway, so that no part of an admitted publish is refused.
+func (s *Store) EnqueueAdmittedAsync(sessions []string, m *Message, done func(seqs []uint64, err error)) error {
+	return s.enqueueAsync(sessions, m, true, done)
+}
