@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // testVersion is linked into the binary the tests run, as a release build
@@ -26,10 +28,18 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the built binary, and fails the run if a test left a
+// goroutine behind (the hubs the commands start in process included).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

@@ -111,7 +111,7 @@ type Hook struct {
 	// timers of delayed wills by client ID.
 	wills        map[*mqtt.Client]mqtt.Will
 	delayedWills map[string]*time.Timer
-	senders      sync.WaitGroup
+	senders      workers // every goroutine the hook starts (kicker.go)
 
 	stats Stats
 }
@@ -222,7 +222,7 @@ func (h *Hook) OnStopped() {
 	for _, s := range all {
 		s.detach(nil)
 	}
-	h.senders.Wait()
+	h.senders.stop()
 }
 
 // SetRules installs the access and messaging rules once the hooks that

@@ -17,16 +17,19 @@ type kicker struct {
 	again   atomic.Bool
 }
 
-func (k *kicker) kick(wg *sync.WaitGroup, fn func()) {
+func (k *kicker) kick(w *workers, fn func()) {
 	k.again.Store(true)
 	if k.running.CompareAndSwap(false, true) {
-		wg.Add(1)
-		go k.run(wg, fn)
+		if !w.start() {
+			k.running.Store(false)
+			return // the hook stopped: nothing runs any more
+		}
+		go k.run(w, fn)
 	}
 }
 
-func (k *kicker) run(wg *sync.WaitGroup, fn func()) {
-	defer wg.Done()
+func (k *kicker) run(w *workers, fn func()) {
+	defer w.done()
 	for {
 		for k.again.Swap(false) {
 			fn()
@@ -36,4 +39,35 @@ func (k *kicker) run(wg *sync.WaitGroup, fn func()) {
 			return
 		}
 	}
+}
+
+// workers counts the goroutines the hook starts, and starts none once it
+// stopped: a kick can come from the store's commit goroutine (a write
+// completing) after OnStopped waited for the others, and must not start a
+// goroutine that outlives the hook.
+type workers struct {
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	stopped bool
+}
+
+// start counts a new goroutine, or reports false once stopped.
+func (w *workers) start() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return false
+	}
+	w.wg.Add(1)
+	return true
+}
+
+func (w *workers) done() { w.wg.Done() }
+
+// stop refuses new goroutines and waits for the running ones.
+func (w *workers) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	w.wg.Wait()
 }

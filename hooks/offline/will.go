@@ -86,15 +86,14 @@ func (h *Hook) endWill(cl *mqtt.Client, err error, expire bool) {
 			return // cancelled by a new connection, or shutting down
 		}
 		delete(h.delayedWills, cl.ID)
-		if h.reconnected(cl) {
-			// A takeover: the new connection started before this one's
-			// end was seen.
-			h.mu.Unlock()
-			return
-		}
-		h.senders.Add(1)
 		h.mu.Unlock()
-		defer h.senders.Done()
+		if h.reconnected(cl) {
+			return // a takeover: the new connection started before this one's end was seen
+		}
+		if !h.senders.start() {
+			return // shutting down
+		}
+		defer h.senders.done()
 		h.publishWill(cl, w)
 	})
 	h.delayedWills[cl.ID] = t
@@ -166,10 +165,13 @@ func (h *Hook) publishWill(cl *mqtt.Client, w mqtt.Will) {
 		for _, sd := range online {
 			sd.kick()
 		}
-		if needRelay {
+		if needRelay && h.senders.start() {
 			// Off the commit goroutine: mochi's publish path writes
 			// retained messages to the store.
-			go h.relay(relay, pk)
+			go func() {
+				defer h.senders.done()
+				h.relay(relay, pk)
+			}()
 		}
 	})
 }
